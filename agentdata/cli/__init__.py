@@ -1,0 +1,36 @@
+"""The `agentdata` command line."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from agentdata import __version__
+from agentdata.cli.options import settings_options
+from agentdata.cli.sql import sql_command
+from agentdata.cli.tokens import token_group
+from agentdata.settings import Settings
+
+
+@click.group()
+@click.version_option(__version__, prog_name="agentdata")
+def cli() -> None:
+    """agentdata: a data server for AI agents (Arrow Flight, Flight SQL, REST)."""
+
+
+@cli.command("serve")
+@settings_options
+def serve_command(settings: Settings) -> None:
+    """Run the Flight server and the control plane (and, without Redis, the task runner)."""
+    from agentdata.launcher import serve
+
+    sys.exit(serve(settings))
+
+
+cli.add_command(token_group)
+cli.add_command(sql_command)
+
+
+def main() -> None:
+    cli()

@@ -1,0 +1,77 @@
+"""A small REST client for the CLI commands that talk to a running server."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import click
+import httpx
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+
+
+def client_options(func: Any) -> Any:
+    """--url and --token, shared by every client command."""
+    func = click.option(
+        "--token",
+        envvar="AGENTDATA_TOKEN",
+        default=None,
+        help="Bearer token [env: AGENTDATA_TOKEN; default: the admin token file in --data-dir].",
+    )(func)
+    func = click.option(
+        "--data-dir",
+        "client_data_dir",
+        envvar="AGENTDATA_DATA_DIR",
+        default="./data",
+        type=click.Path(path_type=Path),
+        help="Where to find admin.token when --token is not given [env: AGENTDATA_DATA_DIR].",
+    )(func)
+    func = click.option(
+        "--url",
+        envvar="AGENTDATA_URL",
+        default=DEFAULT_URL,
+        show_default=True,
+        help="Control plane URL [env: AGENTDATA_URL].",
+    )(func)
+    return func
+
+
+class Api:
+    """REST calls with the token attached; problem+json errors become click errors."""
+
+    def __init__(self, url: str, token: str | None, data_dir: Path) -> None:
+        if token is None:
+            env_admin = os.environ.get("AGENTDATA_ADMIN_TOKEN")
+            token_file = data_dir / "admin.token"
+            if env_admin:
+                token = env_admin
+            elif token_file.exists():
+                token = token_file.read_text().strip()
+            else:
+                raise click.UsageError(
+                    "no token: pass --token, set AGENTDATA_TOKEN, or run where admin.token is"
+                )
+        self.url = url.rstrip("/")
+        self.http = httpx.Client(
+            base_url=self.url, headers={"Authorization": f"Bearer {token}"}, timeout=60
+        )
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = self.http.request(method, path, **kwargs)
+        except httpx.HTTPError as e:
+            raise click.ClickException(f"cannot reach {self.url}: {e}") from None
+        if response.status_code >= 400:
+            try:
+                body = response.json()
+                message = (
+                    f"{body.get('code', response.status_code)}: {body.get('detail', response.text)}"
+                )
+            except ValueError:
+                message = f"HTTP {response.status_code}: {response.text[:200]}"
+            raise click.ClickException(message)
+        if response.headers.get("content-type", "").startswith("application/json"):
+            return response.json()
+        return response.content

@@ -1,0 +1,74 @@
+"""The core: one object owning every piece of state, built from Settings.
+
+Adapters (Flight, REST, the in-process task runner) receive a `Core` and call its
+services; they never open the database or the meta store themselves. Tests build a
+whole server in one line: `Core.open(Settings(data_dir=tmp))`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from agentdata.demo import load_demo
+from agentdata.engine import Engine
+from agentdata.meta import MetaStore
+from agentdata.settings import Settings
+from agentdata.tokens import TokenService
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Core:
+    """Everything stateful, shared by the Flight server and the control plane."""
+
+    settings: Settings
+    meta: MetaStore
+    engine: Engine
+    tokens: TokenService
+    #: Readiness checks beyond the database (e.g. the broker), name -> raises if down.
+    probes: dict[str, Callable[[], object]] = field(default_factory=dict)
+    #: Called before /metrics renders, to refresh gauges that are cheaper to read than to track.
+    gauge_refreshers: list[Callable[[], None]] = field(default_factory=list)
+
+    def refresh_gauges(self) -> None:
+        for refresh in self.gauge_refreshers:
+            refresh()
+
+    @classmethod
+    def open(cls, settings: Settings) -> Core:
+        """Open (or create) the data dir; load the demo dataset on a first start."""
+        data_dir = settings.data_dir
+        data_dir.mkdir(parents=True, exist_ok=True)
+        first_start = not settings.db_path.exists()
+        meta = MetaStore(settings.meta_path)
+        engine = Engine(
+            settings.db_path,
+            meta,
+            memory_limit=settings.memory_limit,
+            threads=settings.threads,
+            temp_dir=data_dir / "tmp",
+            batch_rows=settings.batch_rows,
+            max_batch_bytes=settings.max_batch_bytes,
+            query_timeout_s=settings.query_timeout_s,
+        )
+        tokens = TokenService(
+            meta,
+            secret=settings.resolved_jwt_secret(),
+            admin_token=settings.resolved_admin_token(),
+            default_ttl_s=settings.token_default_ttl_s,
+        )
+        core = cls(settings=settings, meta=meta, engine=engine, tokens=tokens)
+        if first_start and settings.demo:
+            log.info(
+                "first start: loading the demo dataset (schema demo, %d orders)", settings.demo_rows
+            )
+            load_demo(engine, rows=settings.demo_rows)
+        return core
+
+    def close(self) -> None:
+        """Stop queries, checkpoint and close the database, close the meta store."""
+        self.engine.close()
+        self.meta.close()

@@ -1,0 +1,577 @@
+"""The engine: the only owner of `data.duckdb`.
+
+Reads run on per-request cursors and stream as Arrow record batches; writes go
+through one serialised writer path. Every statement passes `sqlguard.check` first.
+DuckDB exceptions are translated into `agentdata.errors` here and nowhere else.
+
+Streaming: `open_stream` returns a `pyarrow.RecordBatchReader` built over DuckDB's
+own Arrow reader. Memory is bounded by the batches in flight (batch_rows rows,
+sliced to at most max_batch_bytes), never by result size. Each running query is
+registered (for `cancel`), watched by a deadline (for timeouts) and closed when
+the consumer stops reading.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+import weakref
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from agentdata import sqlguard
+from agentdata.deadlines import Watchdog
+from agentdata.errors import (
+    AgentdataError,
+    Cancelled,
+    Conflict,
+    DeadlineExceeded,
+    InternalError,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    ResourceExhausted,
+    Unavailable,
+)
+from agentdata.meta import MetaStore
+from agentdata.sqlguard import CheckedStatement, Kind, quote_ident
+from agentdata.tokens import Principal
+
+log = logging.getLogger(__name__)
+
+#: Schemas that are DuckDB's own, never listed as data.
+SYSTEM_SCHEMAS = ("information_schema", "pg_catalog")
+
+#: Result schema of a write statement.
+WRITE_RESULT_SCHEMA = pa.schema([pa.field("rows", pa.int64())])
+
+
+@contextmanager
+def translate_errors() -> Iterator[None]:
+    """Re-raise DuckDB exceptions as the project's errors (the one place this happens)."""
+    try:
+        yield
+    except AgentdataError:
+        raise
+    except duckdb.PermissionException as e:
+        raise PermissionDenied(_clean(e)) from e
+    except duckdb.OutOfMemoryException as e:
+        raise ResourceExhausted(_clean(e)) from e
+    except duckdb.TransactionException as e:
+        raise Conflict(_clean(e)) from e
+    except duckdb.InterruptException as e:
+        raise Cancelled("query interrupted") from e
+    except (duckdb.ConnectionException, duckdb.FatalException) as e:
+        raise Unavailable(_clean(e)) from e
+    except (duckdb.InternalException, duckdb.InternalError, duckdb.ResourceInUseException) as e:
+        raise InternalError(_clean(e)) from e
+    except duckdb.Error as e:
+        # Parser, binder, catalog, conversion, constraint, invalid input, ...: the
+        # caller's SQL is at fault, and DuckDB's message says how.
+        raise InvalidArgument(_clean(e)) from e
+
+
+def _clean(e: BaseException) -> str:
+    return str(e).strip()
+
+
+@dataclass(frozen=True)
+class TableInfo:
+    """A table or view as listed to a client."""
+
+    schema: str
+    name: str
+    kind: str  # "TABLE" or "VIEW"
+    arrow_schema: pa.Schema
+    rows: int | None
+    last_modified: float | None
+    last_synced: float | None = None
+    source_snapshot: str | None = None
+
+    @property
+    def qualified(self) -> str:
+        return f"{self.schema}.{self.name}"
+
+
+@dataclass
+class RunningQuery:
+    """A query in flight: who owns it, and how to stop it."""
+
+    query_id: str
+    token_id: str
+    sql: str
+    cursor: duckdb.DuckDBPyConnection
+    started: float = field(default_factory=time.monotonic)
+    stop_reason: AgentdataError | None = None
+
+    def stop(self, reason: AgentdataError) -> None:
+        if self.stop_reason is None:
+            self.stop_reason = reason
+        try:
+            self.cursor.interrupt()
+        except duckdb.Error:
+            pass
+
+
+@dataclass
+class ResultStream:
+    """A running query's result: its schema and a lazy iterator of batches.
+
+    The iterator raises `agentdata.errors` (never DuckDB's) and releases the cursor
+    when exhausted, failed or closed. Adapters wrap it (Flight: GeneratorStream, so
+    status codes survive); `to_reader` serves in-process consumers.
+    """
+
+    schema: pa.Schema
+    batches: Iterator[pa.RecordBatch]
+    query_id: str | None = None
+
+    def __iter__(self) -> Iterator[pa.RecordBatch]:
+        return self.batches
+
+    def to_reader(self) -> pa.RecordBatchReader:
+        return pa.RecordBatchReader.from_batches(self.schema, self.batches)
+
+    def close(self) -> None:
+        close = getattr(self.batches, "close", None)
+        if close is not None:
+            close()
+
+
+@dataclass
+class StreamOptions:
+    """Per-call knobs for `open_stream`."""
+
+    query_id: str | None = None
+    truncate: bool = False  # on max_rows: stop quietly (True) or fail RESOURCE_EXHAUSTED
+    is_cancelled: Callable[[], bool] | None = None  # e.g. the Flight call context
+    on_finish: Callable[[int, int], None] | None = None  # (rows, bytes), once, however it ends
+    truncated: bool = False  # set by the stream when it stopped quietly at max_rows
+
+
+class Engine:
+    """Owns the DuckDB database; all reads and writes go through here."""
+
+    def __init__(
+        self,
+        db_path: Path,
+        meta: MetaStore,
+        *,
+        memory_limit: str = "2GB",
+        threads: int = 0,
+        temp_dir: Path | None = None,
+        batch_rows: int = 65_536,
+        max_batch_bytes: int = 16 * 1024 * 1024,
+        query_timeout_s: float = 300.0,
+    ) -> None:
+        self.meta = meta
+        self.batch_rows = batch_rows
+        self.max_batch_bytes = max_batch_bytes
+        self.query_timeout_s = query_timeout_s
+        config: dict[str, Any] = {
+            "memory_limit": memory_limit,
+            "autoinstall_known_extensions": False,
+            "autoload_known_extensions": False,
+            "allow_community_extensions": False,
+        }
+        if threads > 0:
+            config["threads"] = threads
+        if temp_dir is not None:
+            temp_dir.mkdir(parents=True, exist_ok=True)
+            config["temp_directory"] = str(temp_dir)
+        with translate_errors():
+            self._con = duckdb.connect(str(db_path), config=config)
+            # Order matters: external access off, then lock, after which no SET works.
+            self._con.execute("SET enable_external_access = false")
+            self._con.execute("SET lock_configuration = true")
+        self._write_lock = threading.Lock()
+        self._running: dict[str, RunningQuery] = {}
+        self._running_lock = threading.Lock()
+        self._watchdog = Watchdog()
+        self._closed = False
+
+    # -- cursors -------------------------------------------------------------
+    def cursor(self) -> duckdb.DuckDBPyConnection:
+        """A new cursor (connection) for one thread's use."""
+        if self._closed:
+            raise Unavailable("the server is shutting down")
+        return self._con.cursor()
+
+    # -- checking ------------------------------------------------------------
+    def check(self, principal: Principal, sql: str) -> CheckedStatement:
+        """Validate one statement for `principal` without running it."""
+        cur = self.cursor()
+        try:
+            return sqlguard.check(cur, principal, sql)
+        finally:
+            cur.close()
+
+    def schema_of(self, principal: Principal, sql: str) -> tuple[CheckedStatement, pa.Schema]:
+        """The result schema of `sql`, found by binding it with LIMIT 0 (nothing is scanned)."""
+        stmt = self.check(principal, sql)
+        if stmt.kind is Kind.WRITE:
+            return stmt, WRITE_RESULT_SCHEMA
+        cur = self.cursor()
+        try:
+            with translate_errors():
+                schema = cur.sql(stmt.sql).limit(0).to_arrow_table().schema
+        finally:
+            cur.close()
+        return stmt, schema
+
+    # -- reading -------------------------------------------------------------
+    def open_stream(
+        self, principal: Principal, sql: str, options: StreamOptions | None = None
+    ) -> ResultStream:
+        """Run a read statement and return its result as a lazy batch stream.
+
+        Write statements by writers run here too (result: one row, `rows`). The query
+        is stopped by the token's/server's timeout, by `cancel`, by the client going
+        away, and by max_rows (error, or quiet truncation when options.truncate).
+        """
+        options = options or StreamOptions()
+        stmt = self.check(principal, sql)
+        if stmt.kind is Kind.WRITE:
+            rows = self.execute_write(principal, stmt)
+            if options.on_finish:
+                options.on_finish(1, 8)
+            batch = pa.record_batch([pa.array([rows], pa.int64())], schema=WRITE_RESULT_SCHEMA)
+            return ResultStream(WRITE_RESULT_SCHEMA, iter([batch]))
+        cur = self.cursor()
+        rq = RunningQuery(
+            query_id=options.query_id or uuid.uuid4().hex,
+            token_id=principal.token_id,
+            sql=stmt.sql,
+            cursor=cur,
+        )
+        timeout = self.query_timeout_s
+        if principal.timeout_s:
+            timeout = min(timeout, principal.timeout_s)
+        handle = self._watchdog.schedule(
+            timeout, lambda: rq.stop(DeadlineExceeded(f"query exceeded its {timeout:g}s timeout"))
+        )
+        self._register(rq)
+        max_rows = principal.max_rows
+        try:
+            with translate_errors():
+                rel = cur.sql(stmt.sql)
+                if max_rows is not None:
+                    # One extra row tells "exactly max_rows" from "more than max_rows".
+                    rel = rel.limit(max_rows + 1)
+                reader = rel.to_arrow_reader(self.batch_rows)
+        except AgentdataError as e:
+            self._watchdog.cancel(handle)
+            self._unregister(rq)
+            cur.close()
+            raise (rq.stop_reason or e) from None
+        return ResultStream(
+            reader.schema, self._batches(rq, reader, handle, max_rows, options), rq.query_id
+        )
+
+    def _batches(
+        self,
+        rq: RunningQuery,
+        reader: pa.RecordBatchReader,
+        handle: int,
+        max_rows: int | None,
+        options: StreamOptions,
+    ) -> Iterator[pa.RecordBatch]:
+        counts = [0, 0]  # rows, bytes
+        done = threading.Event()
+
+        def cleanup() -> None:
+            # Runs once: at the end of iteration, or when the iterator is dropped
+            # unstarted (a generator that never ran has no `finally` to run).
+            if done.is_set():
+                return
+            done.set()
+            self._watchdog.cancel(handle)
+            self._unregister(rq)
+            with suppress(Exception):
+                reader.close()
+            with suppress(Exception):
+                rq.cursor.close()
+            if options.on_finish:
+                options.on_finish(counts[0], counts[1])
+
+        gen = self._generate(rq, reader, max_rows, options, counts, cleanup)
+        weakref.finalize(gen, cleanup)
+        return gen
+
+    def _generate(
+        self,
+        rq: RunningQuery,
+        reader: pa.RecordBatchReader,
+        max_rows: int | None,
+        options: StreamOptions,
+        counts: list[int],
+        cleanup: Callable[[], None],
+    ) -> Iterator[pa.RecordBatch]:
+        try:
+            with translate_errors():
+                while True:
+                    if options.is_cancelled is not None and options.is_cancelled():
+                        rq.stop(Cancelled("client went away"))
+                    if rq.stop_reason is not None:
+                        raise rq.stop_reason
+                    try:
+                        batch = reader.read_next_batch()
+                    except StopIteration:
+                        return
+                    except (duckdb.Error, pa.ArrowException) as e:
+                        if rq.stop_reason is not None:
+                            raise rq.stop_reason from None
+                        if isinstance(e, duckdb.Error):
+                            raise
+                        # DuckDB errors surface through its Arrow stream as Arrow errors.
+                        if "interrupt" in str(e).lower():
+                            raise Cancelled("query interrupted") from None
+                        raise InvalidArgument(str(e)) from None
+                    if max_rows is not None and counts[0] + batch.num_rows > max_rows:
+                        if not options.truncate:
+                            raise ResourceExhausted(
+                                f"result exceeds this token's max_rows ({max_rows}); "
+                                "narrow the query, or ask for truncation"
+                            )
+                        batch = batch.slice(0, max_rows - counts[0])
+                        options.truncated = True
+                        counts[0] += batch.num_rows
+                        counts[1] += batch.nbytes
+                        if batch.num_rows:
+                            yield batch
+                        return
+                    counts[0] += batch.num_rows
+                    for piece in self._slice_by_bytes(batch):
+                        counts[1] += piece.nbytes
+                        yield piece
+        finally:
+            cleanup()
+
+    def _slice_by_bytes(self, batch: pa.RecordBatch) -> Iterator[pa.RecordBatch]:
+        size = batch.nbytes
+        if size <= self.max_batch_bytes or batch.num_rows <= 1:
+            yield batch
+            return
+        # Zero-copy slices of roughly max_batch_bytes each.
+        pieces = -(-size // self.max_batch_bytes)
+        step = max(1, -(-batch.num_rows // pieces))
+        for start in range(0, batch.num_rows, step):
+            yield batch.slice(start, step)
+
+    def query_table(self, principal: Principal, sql: str) -> pa.Table:
+        """Run a (small) read and collect it: for metadata and tests, not for data paths."""
+        return self.open_stream(principal, sql).to_reader().read_all()
+
+    # -- running queries -----------------------------------------------------
+    def _register(self, rq: RunningQuery) -> None:
+        with self._running_lock:
+            self._running[rq.query_id] = rq
+
+    def _unregister(self, rq: RunningQuery) -> None:
+        with self._running_lock:
+            if self._running.get(rq.query_id) is rq:
+                del self._running[rq.query_id]
+
+    def cancel(self, principal: Principal, query_id: str) -> bool:
+        """Cancel a running query owned by `principal` (admins may cancel any)."""
+        with self._running_lock:
+            rq = self._running.get(query_id)
+        if rq is None:
+            return False
+        if rq.token_id != principal.token_id and not principal.is_admin:
+            raise PermissionDenied("that query belongs to another token")
+        rq.stop(Cancelled("query cancelled by request"))
+        return True
+
+    def running_count(self) -> int:
+        with self._running_lock:
+            return len(self._running)
+
+    def cancel_all(self, reason: str) -> int:
+        """Stop every running query (shutdown)."""
+        with self._running_lock:
+            running = list(self._running.values())
+        for rq in running:
+            rq.stop(Unavailable(reason))
+        return len(running)
+
+    # -- writing -------------------------------------------------------------
+    @contextmanager
+    def writer(
+        self, cursor: duckdb.DuckDBPyConnection | None = None
+    ) -> Iterator[duckdb.DuckDBPyConnection]:
+        """The serialised writer: one write transaction at a time, committed or rolled back.
+
+        Pass `cursor` to run the transaction on a cursor that holds TEMP tables (ingest
+        stages on its own cursor); otherwise a fresh cursor is used and closed.
+        """
+        cur = cursor if cursor is not None else self.cursor()
+        with self._write_lock:
+            try:
+                with translate_errors():
+                    cur.execute("BEGIN TRANSACTION")
+                    try:
+                        yield cur
+                    except BaseException:
+                        cur.execute("ROLLBACK")
+                        raise
+                    cur.execute("COMMIT")
+            finally:
+                if cursor is None:
+                    cur.close()
+
+    def execute_write(self, principal: Principal, stmt: CheckedStatement | str) -> int:
+        """Run one DDL/DML statement for a writer; returns rows changed (0 for DDL)."""
+        if isinstance(stmt, str):
+            stmt = self.check(principal, stmt)
+        principal.require_writer()
+        with self.writer() as cur:
+            before = _catalog(cur)
+            res = cur.execute(stmt.sql)
+            try:
+                rows_out = res.fetchall()
+                row = rows_out[0] if rows_out else None
+            except duckdb.Error:
+                row = None
+            # Bound tables plus any created by the statement changed now (dropped ones
+            # leave the catalog; their stats go with them).
+            after = _catalog(cur)
+        self.touch_tables(set(stmt.tables) & after | (after - before))
+        for gone in before - after:
+            self.meta.execute("DELETE FROM table_stats WHERE name = ?", (gone,))
+        if (
+            row
+            and isinstance(row[0], int)
+            and stmt.statement_type in ("INSERT", "UPDATE", "DELETE", "MERGE_INTO")
+        ):
+            return int(row[0])
+        return 0
+
+    def touch_tables(
+        self, names: set[str] | frozenset[str], *, synced: bool = False, snapshot: str | None = None
+    ) -> None:
+        """Record that tables changed now (ListFlights shows it as last-modified)."""
+        now = time.time()
+        for name in names:
+            if synced:
+                self.meta.execute(
+                    "INSERT INTO table_stats (name, last_modified, last_synced, source_snapshot) VALUES (?, ?, ?, ?)"
+                    " ON CONFLICT(name) DO UPDATE SET last_modified = excluded.last_modified,"
+                    " last_synced = excluded.last_synced, source_snapshot = excluded.source_snapshot",
+                    (name, now, now, snapshot),
+                )
+            else:
+                self.meta.execute(
+                    "INSERT INTO table_stats (name, last_modified) VALUES (?, ?)"
+                    " ON CONFLICT(name) DO UPDATE SET last_modified = excluded.last_modified",
+                    (name, now),
+                )
+
+    # -- catalog -------------------------------------------------------------
+    def list_tables(self, principal: Principal) -> list[TableInfo]:
+        """Tables and views the principal may read, with schema, rows and timestamps."""
+        cur = self.cursor()
+        try:
+            with translate_errors():
+                rows = cur.execute(
+                    "SELECT schema_name, table_name, 'TABLE' FROM duckdb_tables() WHERE NOT internal AND NOT temporary"
+                    " UNION ALL SELECT schema_name, view_name, 'VIEW' FROM duckdb_views()"
+                    " WHERE NOT internal AND NOT temporary ORDER BY 1, 2"
+                ).fetchall()
+            stats = {r["name"]: r for r in self.meta.all("SELECT * FROM table_stats")}
+            out = []
+            for schema, name, kind in rows:
+                if schema in SYSTEM_SCHEMAS:
+                    continue
+                qualified = f"{schema}.{name}".lower()
+                if not principal.can_read_table(qualified):
+                    continue
+                out.append(self._table_info(cur, schema, name, kind, stats.get(qualified)))
+            return out
+        finally:
+            cur.close()
+
+    def table_info(self, principal: Principal, schema: str, name: str) -> TableInfo:
+        """One table's info; NOT_FOUND if missing, PERMISSION_DENIED if outside the allow-list."""
+        qualified = f"{schema}.{name}".lower()
+        if not principal.can_read_table(qualified):
+            raise PermissionDenied(f"token may not access table(s): {qualified}")
+        cur = self.cursor()
+        try:
+            with translate_errors():
+                found = cur.execute(
+                    "SELECT schema_name, table_name, 'TABLE' FROM duckdb_tables() WHERE schema_name = $1 AND table_name = $2"
+                    " UNION ALL SELECT schema_name, view_name, 'VIEW' FROM duckdb_views()"
+                    " WHERE schema_name = $1 AND view_name = $2 AND NOT internal",
+                    [schema, name],
+                ).fetchall()
+            if not found:
+                raise NotFound(f"no table {schema}.{name}")
+            stat = self.meta.one("SELECT * FROM table_stats WHERE name = ?", (qualified,))
+            return self._table_info(cur, *found[0], stat)
+        finally:
+            cur.close()
+
+    def _table_info(
+        self, cur: duckdb.DuckDBPyConnection, schema: str, name: str, kind: str, stat: Any
+    ) -> TableInfo:
+        ref = f"{quote_ident(schema)}.{quote_ident(name)}"
+        with translate_errors():
+            arrow_schema = cur.sql(f"SELECT * FROM {ref}").limit(0).to_arrow_table().schema
+            rows = (
+                cur.execute(f"SELECT count(*) FROM {ref}").fetchall()[0][0]
+                if kind == "TABLE"
+                else None
+            )  # type: ignore[index]
+        return TableInfo(
+            schema=schema,
+            name=name,
+            kind=kind,
+            arrow_schema=arrow_schema,
+            rows=rows,
+            last_modified=stat["last_modified"] if stat else None,
+            last_synced=stat["last_synced"] if stat else None,
+            source_snapshot=stat["source_snapshot"] if stat else None,
+        )
+
+    # -- lifecycle -------------------------------------------------------------
+    def health(self) -> dict[str, Any]:
+        """A cheap liveness probe of the database."""
+        cur = self.cursor()
+        try:
+            with translate_errors():
+                cur.execute("SELECT 1").fetchall()
+        finally:
+            cur.close()
+        return {"database": "ok", "running_queries": self.running_count()}
+
+    def close(self) -> None:
+        """Stop running queries, checkpoint, close. Idempotent."""
+        if self._closed:
+            return
+        self.cancel_all("the server is shutting down")
+        self._watchdog.stop()
+        with self._write_lock:
+            self._closed = True
+            try:
+                self._con.execute("CHECKPOINT")
+            except duckdb.Error as e:
+                log.warning("checkpoint at shutdown failed: %s", e)
+            self._con.close()
+
+
+def _catalog(cur: duckdb.DuckDBPyConnection) -> set[str]:
+    """Every user table and view, as lower-case "schema.name"."""
+    rows = cur.execute(
+        "SELECT lower(schema_name || '.' || table_name) FROM duckdb_tables() WHERE NOT temporary"
+        " UNION ALL SELECT lower(schema_name || '.' || view_name) FROM duckdb_views() WHERE NOT internal AND NOT temporary"
+    ).fetchall()
+    return {r[0] for r in rows}

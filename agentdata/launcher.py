@@ -1,0 +1,131 @@
+"""`agentdata serve`: the Flight server and the control plane in one process, over one core.
+
+Start-up: open the core (loading the demo on a first start), start Flight (it listens
+as soon as it is built), then run uvicorn in the main thread. Shutdown on SIGINT or
+SIGTERM: cancel running queries at once (open streams end with UNAVAILABLE), let
+uvicorn finish its requests, stop Flight, checkpoint and close the database, exit 0.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import socket
+import ssl
+from collections.abc import Callable, Iterator
+from types import FrameType
+
+import uvicorn
+
+from agentdata.core import Core
+from agentdata.settings import Settings
+
+log = logging.getLogger("agentdata")
+
+#: Extra start/stop hooks (the in-process task runner and scheduler register here).
+Component = tuple[Callable[[Core], None], Callable[[Core], None]]
+
+
+class _Server(uvicorn.Server):
+    """uvicorn, minus its habit of re-raising the signal after a graceful exit."""
+
+    def __init__(self, config: uvicorn.Config, on_signal: Callable[[], None]) -> None:
+        super().__init__(config)
+        self._on_signal = on_signal
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        def handle(signum: int, frame: FrameType | None) -> None:
+            if self.should_exit:
+                self.force_exit = True
+            self.should_exit = True
+            log.info("received %s: shutting down", signal.Signals(signum).name)
+            self._on_signal()
+
+        previous = {s: signal.signal(s, handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for s, h in previous.items():
+                signal.signal(s, h)
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def serve(settings: Settings, components: list[Component] | None = None) -> int:
+    """Run until SIGINT/SIGTERM; returns the process exit code."""
+    from control_api import create_app
+    from flight_server import build_flight_server
+    from flight_server.flightsql import FlightSqlService
+
+    configure_logging(settings.log_level)
+    core = Core.open(settings)
+    if settings.admin_token is None:
+        log.info(
+            "admin token file: %s (mode 0600; the token itself is never logged)",
+            settings.admin_token_path,
+        )
+    flight = build_flight_server(core, sql_service=FlightSqlService(core))
+    started: list[Component] = []
+    try:
+        for start, stop in components or default_components():
+            start(core)
+            started.append((start, stop))
+        http_sock = socket.socket(socket.AF_INET6 if ":" in settings.host else socket.AF_INET)
+        http_sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        http_sock.bind((settings.host, settings.http_port))
+        http_port = http_sock.getsockname()[1]
+        config = uvicorn.Config(
+            create_app(core),
+            log_level=settings.log_level.lower(),
+            access_log=False,
+            **_https_options(settings),
+        )
+        scheme = "grpc+tls" if settings.tls_cert else "grpc"
+        web = "https" if settings.tls_cert else "http"
+        log.info(
+            "agentdata ready: flight=%s://%s:%d http=%s://%s:%d data_dir=%s",
+            scheme,
+            settings.host,
+            flight.port,
+            web,
+            settings.host,
+            http_port,
+            settings.data_dir,
+        )
+        server = _Server(
+            config, on_signal=lambda: core.engine.cancel_all("the server is shutting down")
+        )
+        server.run(sockets=[http_sock])
+    finally:
+        for _start, stop in reversed(started):
+            with contextlib.suppress(Exception):
+                stop(core)
+        flight.stop()
+        core.close()
+        log.info("agentdata stopped cleanly")
+    return 0
+
+
+def default_components() -> list[Component]:
+    """Components `serve` runs beside the servers (none in the core itself)."""
+    return []
+
+
+def _https_options(settings: Settings) -> dict[str, object]:
+    if settings.tls_cert is None:
+        return {}
+    options: dict[str, object] = {
+        "ssl_certfile": str(settings.tls_cert),
+        "ssl_keyfile": str(settings.tls_key),
+    }
+    if settings.tls_client_ca is not None:
+        options["ssl_ca_certs"] = str(settings.tls_client_ca)
+        options["ssl_cert_reqs"] = ssl.CERT_REQUIRED
+    return options

@@ -1,0 +1,101 @@
+"""The meta store: tokens, jobs, artefact records, sync specs, table stats.
+
+A SQLite file beside the data database, deliberately separate from it: DuckDB has
+no GRANTs, so anything inside `data.duckdb` is readable by agent SQL. Nothing here
+is reachable from a query.
+
+SQLite connections are per thread (the module is used from gRPC, HTTP and task
+threads); WAL mode lets readers proceed while one writer commits.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+# Each entry runs once, in order; append new statements, never edit old ones.
+MIGRATIONS: list[str] = [
+    """CREATE TABLE tokens (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        role TEXT NOT NULL,
+        tables TEXT,              -- JSON list of glob patterns, NULL = all
+        max_rows INTEGER,
+        timeout_s REAL,
+        created_at REAL NOT NULL,
+        expires_at REAL NOT NULL,
+        revoked_at REAL,
+        created_by TEXT
+    )""",
+    """CREATE TABLE table_stats (
+        name TEXT PRIMARY KEY,    -- schema.table, lower case
+        last_modified REAL NOT NULL,
+        last_synced REAL,
+        source_snapshot TEXT
+    )""",
+]
+
+
+class MetaStore:
+    """Thread-safe access to the meta SQLite database."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._local = threading.local()
+        self._write_lock = threading.Lock()
+        self._migrate()
+
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            self._local.conn = conn
+        return conn
+
+    def _migrate(self) -> None:
+        conn = self._conn()
+        conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        row = conn.execute("SELECT max(version) FROM schema_version").fetchone()
+        done = row[0] or 0
+        for i, ddl in enumerate(MIGRATIONS[done:], start=done + 1):
+            with self.transaction() as tx:
+                tx.execute(ddl)
+                tx.execute("INSERT INTO schema_version VALUES (?)", (i,))
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction (serialised in-process; SQLite serialises across processes)."""
+        conn = self._conn()
+        with self._write_lock:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Run one write statement in its own transaction; returns rows changed."""
+        with self.transaction() as tx:
+            return tx.execute(sql, params).rowcount
+
+    def one(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Row | None:
+        return self._conn().execute(sql, params).fetchone()
+
+    def all(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        return self._conn().execute(sql, params).fetchall()
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None

@@ -1,0 +1,120 @@
+"""All configuration, from `AGENTDATA_*` variables, a `.env` file, or CLI options.
+
+Every field here is both an environment variable (`AGENTDATA_<NAME>`) and a CLI
+option (`--<name-with-dashes>`) on the commands that start processes; the CLI
+builds its options from this class, so the two can never drift apart.
+"""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Runtime settings for `agentdata serve`, workers and the CLI clients."""
+
+    model_config = SettingsConfigDict(env_prefix="AGENTDATA_", env_file=".env", extra="ignore")
+
+    data_dir: Path = Field(
+        Path("./data"),
+        description="Directory holding data.duckdb, meta.sqlite3, artefacts and secrets.",
+    )
+    host: str = Field(
+        "127.0.0.1", description="Address both servers bind to (0.0.0.0 in containers)."
+    )
+    flight_port: int = Field(
+        8815, description="Arrow Flight / Flight SQL (gRPC) port; 0 picks a free port."
+    )
+    http_port: int = Field(8000, description="REST control plane port; 0 picks a free port.")
+    admin_token: SecretStr | None = Field(
+        None, description="Bootstrap admin token; generated into <data_dir>/admin.token when unset."
+    )
+    jwt_secret: SecretStr | None = Field(
+        None,
+        description="HMAC secret for signing tokens; generated into <data_dir>/jwt.secret when unset.",
+    )
+    demo: bool = Field(
+        True,
+        description="Load the demo dataset (schema `demo`) on first start with an empty data dir.",
+    )
+    demo_rows: int = Field(1_000_000, description="Rows in demo.orders, the large demo table.")
+    query_timeout_s: float = Field(
+        300.0,
+        description="Default ceiling on any query's run time, in seconds; tokens may lower it.",
+    )
+    memory_limit: str = Field(
+        "2GB", description="DuckDB memory limit (e.g. 2GB); larger results spill or stream."
+    )
+    threads: int = Field(0, description="DuckDB worker threads; 0 means one per core.")
+    batch_rows: int = Field(65_536, description="Rows per Arrow record batch pulled from DuckDB.")
+    max_batch_bytes: int = Field(
+        16 * 1024 * 1024,
+        description="Upper bound on one streamed batch's size in bytes; larger batches are sliced.",
+    )
+    ticket_ttl_s: float = Field(
+        300.0, description="How long a Flight ticket stays redeemable, in seconds."
+    )
+    token_default_ttl_s: int = Field(
+        90 * 24 * 3600, description="Lifetime of a token created without ttl_seconds."
+    )
+    log_level: str = Field("INFO", description="Log level (DEBUG, INFO, WARNING, ERROR).")
+    tls_cert: Path | None = Field(
+        None, description="PEM certificate chain for TLS on Flight (and HTTPS); enables TLS."
+    )
+    tls_key: Path | None = Field(None, description="PEM private key matching tls_cert.")
+    tls_client_ca: Path | None = Field(
+        None,
+        description="PEM CA bundle; when set, Flight requires client certificates (mutual TLS).",
+    )
+    redis_url: str | None = Field(
+        None, description="Redis URL (broker and results); unset runs tasks in-process."
+    )
+
+    # -- derived paths -------------------------------------------------------
+    @property
+    def db_path(self) -> Path:
+        """The DuckDB data database, opened only by `agentdata serve`."""
+        return self.data_dir / "data.duckdb"
+
+    @property
+    def meta_path(self) -> Path:
+        """The meta store (tokens, jobs, artefacts), never reachable from agent SQL."""
+        return self.data_dir / "meta.sqlite3"
+
+    @property
+    def admin_token_path(self) -> Path:
+        return self.data_dir / "admin.token"
+
+    @property
+    def jwt_secret_path(self) -> Path:
+        return self.data_dir / "jwt.secret"
+
+    def resolved_admin_token(self) -> str:
+        """The admin token: the setting, else the one kept in the data dir (created once)."""
+        if self.admin_token is not None:
+            return self.admin_token.get_secret_value()
+        return _read_or_create_secret(self.admin_token_path, prefix="adt_")
+
+    def resolved_jwt_secret(self) -> str:
+        """The JWT signing secret: the setting, else the one kept in the data dir."""
+        if self.jwt_secret is not None:
+            return self.jwt_secret.get_secret_value()
+        return _read_or_create_secret(self.jwt_secret_path, prefix="")
+
+
+def _read_or_create_secret(path: Path, *, prefix: str) -> str:
+    """Read a secret file, or create it with mode 0600 (never world-readable, even briefly)."""
+    if path.exists():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    value = prefix + secrets.token_urlsafe(32)
+    import os
+
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(value + "\n")
+    return value

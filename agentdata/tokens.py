@@ -1,0 +1,258 @@
+"""Tokens: JWTs signed by the server, recorded (by id, never the secret) so they can be
+listed and revoked, plus the bootstrap admin token.
+
+A JWT carries `jti` (the record id), `sub` (the token's name), `role`, `exp`, and
+the token's limits; verification pins the algorithm (HS256), so `alg=none` and
+other-key tokens fail. Revocation is checked against the record on every call.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hmac
+import json
+import time
+import uuid
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+import jwt
+
+from agentdata.errors import InvalidArgument, NotFound, PermissionDenied, Unauthenticated
+from agentdata.meta import MetaStore
+
+ALGORITHM = "HS256"
+ADMIN_BOOTSTRAP_ID = "admin-bootstrap"
+
+
+class Role(StrEnum):
+    READER = "reader"
+    WRITER = "writer"
+    ADMIN = "admin"
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling, and what they may do. Built from a verified token."""
+
+    token_id: str
+    name: str
+    role: Role
+    tables: tuple[str, ...] | None = None  # glob patterns on "schema.table"; None = all
+    max_rows: int | None = None
+    timeout_s: float | None = None
+    expires_at: float | None = None
+
+    @property
+    def can_write(self) -> bool:
+        return self.role in (Role.WRITER, Role.ADMIN)
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role is Role.ADMIN
+
+    def can_read_table(self, qualified: str) -> bool:
+        """True if `schema.table` (any case, quotes removed) matches the allow-list."""
+        if self.tables is None:
+            return True
+        name = qualified.lower()
+        return any(fnmatch.fnmatchcase(name, p.lower()) for p in self.tables)
+
+    def require_writer(self) -> None:
+        if not self.can_write:
+            raise PermissionDenied(f"role {self.role.value!r} may not write")
+
+    def require_admin(self) -> None:
+        if not self.is_admin:
+            raise PermissionDenied("this call needs an admin token")
+
+
+@dataclass
+class TokenRecord:
+    """A token as listed: everything but the secret."""
+
+    id: str
+    name: str
+    role: str
+    tables: list[str] | None
+    max_rows: int | None
+    timeout_s: float | None
+    created_at: float
+    expires_at: float
+    revoked_at: float | None = None
+    created_by: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "role": self.role,
+            "tables": self.tables,
+            "max_rows": self.max_rows,
+            "timeout_s": self.timeout_s,
+            "created_at": self.created_at,
+            "expires_at": self.expires_at,
+            "revoked_at": self.revoked_at,
+            "created_by": self.created_by,
+        }
+
+
+class TokenService:
+    """Issues, verifies, lists and revokes tokens."""
+
+    def __init__(
+        self, meta: MetaStore, *, secret: str, admin_token: str, default_ttl_s: int
+    ) -> None:
+        if len(secret) < 32:
+            raise InvalidArgument("the JWT secret must be at least 32 characters")
+        self._meta = meta
+        self._secret = secret
+        self._admin_token = admin_token
+        self._default_ttl_s = default_ttl_s
+        self._admin = Principal(
+            token_id=ADMIN_BOOTSTRAP_ID, name="admin (bootstrap)", role=Role.ADMIN
+        )
+
+    # -- issuing -------------------------------------------------------------
+    def create(
+        self,
+        *,
+        name: str,
+        role: str,
+        tables: list[str] | None = None,
+        ttl_seconds: int | None = None,
+        max_rows: int | None = None,
+        timeout_s: float | None = None,
+        created_by: str | None = None,
+    ) -> tuple[TokenRecord, str]:
+        """Create a token; returns its record and the JWT (shown once, never stored)."""
+        try:
+            role_v = Role(role)
+        except ValueError:
+            raise InvalidArgument(
+                f"role must be one of reader, writer, admin (got {role!r})"
+            ) from None
+        if not name or len(name) > 200:
+            raise InvalidArgument("name must be 1 to 200 characters")
+        if ttl_seconds is not None and ttl_seconds <= 0:
+            raise InvalidArgument("ttl_seconds must be positive")
+        if max_rows is not None and max_rows <= 0:
+            raise InvalidArgument("max_rows must be positive")
+        if timeout_s is not None and timeout_s <= 0:
+            raise InvalidArgument("timeout_s must be positive")
+        if tables is not None and (not all(isinstance(t, str) and t for t in tables)):
+            raise InvalidArgument("tables must be a list of non-empty glob patterns")
+        now = time.time()
+        record = TokenRecord(
+            id=uuid.uuid4().hex,
+            name=name,
+            role=role_v.value,
+            tables=list(tables) if tables is not None else None,
+            max_rows=max_rows,
+            timeout_s=timeout_s,
+            created_at=now,
+            expires_at=now + (ttl_seconds or self._default_ttl_s),
+            created_by=created_by,
+        )
+        self._meta.execute(
+            "INSERT INTO tokens (id, name, role, tables, max_rows, timeout_s, created_at, expires_at, created_by)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                record.id,
+                record.name,
+                record.role,
+                json.dumps(record.tables) if record.tables is not None else None,
+                record.max_rows,
+                record.timeout_s,
+                record.created_at,
+                record.expires_at,
+                created_by,
+            ),
+        )
+        claims = {
+            "jti": record.id,
+            "sub": record.name,
+            "role": record.role,
+            "iat": int(now),
+            "exp": int(record.expires_at),
+            "tables": record.tables,
+            "max_rows": record.max_rows,
+            "timeout_s": record.timeout_s,
+        }
+        return record, jwt.encode(claims, self._secret, algorithm=ALGORITHM)
+
+    # -- verifying -----------------------------------------------------------
+    def verify(self, token: str | None) -> Principal:
+        """The principal a bearer token stands for; raises Unauthenticated otherwise."""
+        if not token:
+            raise Unauthenticated("missing token: send 'authorization: Bearer <token>'")
+        if hmac.compare_digest(token.encode(), self._admin_token.encode()):
+            return self._admin
+        try:
+            claims = jwt.decode(
+                token,
+                self._secret,
+                algorithms=[ALGORITHM],
+                options={"require": ["exp", "jti", "role"]},
+            )
+        except jwt.ExpiredSignatureError:
+            raise Unauthenticated("token expired") from None
+        except jwt.InvalidTokenError as e:
+            # The library's message names the failed check, never the token.
+            raise Unauthenticated(f"invalid token: {e}") from None
+        row = self._meta.one(
+            "SELECT revoked_at, expires_at FROM tokens WHERE id = ?", (claims["jti"],)
+        )
+        if row is None:
+            raise Unauthenticated("unknown token (not issued by this server)")
+        if row["revoked_at"] is not None:
+            raise Unauthenticated("token revoked")
+        tables = claims.get("tables")
+        return Principal(
+            token_id=claims["jti"],
+            name=claims.get("sub", ""),
+            role=Role(claims["role"]),
+            tables=tuple(tables) if tables is not None else None,
+            max_rows=claims.get("max_rows"),
+            timeout_s=claims.get("timeout_s"),
+            expires_at=float(claims["exp"]),
+        )
+
+    # -- listing and revoking ------------------------------------------------
+    def list(self) -> list[TokenRecord]:
+        rows = self._meta.all("SELECT * FROM tokens ORDER BY created_at")
+        return [_record(r) for r in rows]
+
+    def get(self, token_id: str) -> TokenRecord:
+        row = self._meta.one("SELECT * FROM tokens WHERE id = ?", (token_id,))
+        if row is None:
+            raise NotFound(f"no token with id {token_id!r}")
+        return _record(row)
+
+    def revoke(self, token_id: str) -> TokenRecord:
+        """Revoke a token; its very next call on Flight or REST is refused."""
+        changed = self._meta.execute(
+            "UPDATE tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
+            (time.time(), token_id),
+        )
+        record = self.get(token_id)
+        if not changed and record.revoked_at is None:
+            raise NotFound(f"no token with id {token_id!r}")
+        return record
+
+
+def _record(r: Any) -> TokenRecord:
+    return TokenRecord(
+        id=r["id"],
+        name=r["name"],
+        role=r["role"],
+        tables=json.loads(r["tables"]) if r["tables"] is not None else None,
+        max_rows=r["max_rows"],
+        timeout_s=r["timeout_s"],
+        created_at=r["created_at"],
+        expires_at=r["expires_at"],
+        revoked_at=r["revoked_at"],
+        created_by=r["created_by"],
+    )

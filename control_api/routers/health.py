@@ -1,0 +1,69 @@
+"""Health, readiness, metrics, and the table catalogue."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from agentdata import __version__
+from agentdata.metrics import REGISTRY
+from control_api.deps import CoreDep, PrincipalDep
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/healthz")
+def healthz() -> dict[str, str]:
+    """The process is up (no auth, no dependencies)."""
+    return {"status": "ok", "version": __version__}
+
+
+@router.get("/readyz")
+def readyz(core: CoreDep, principal: PrincipalDep) -> JSONResponse:
+    """The database (and, when configured, the broker) answers."""
+    checks: dict[str, Any] = {}
+    ok = True
+    try:
+        core.engine.health()
+        checks["database"] = "ok"
+    except Exception as e:  # readiness reports, it does not raise
+        ok = False
+        checks["database"] = f"error: {e}"
+    for name, probe in core.probes.items():
+        try:
+            probe()
+            checks[name] = "ok"
+        except Exception as e:
+            ok = False
+            checks[name] = f"error: {type(e).__name__}"
+    return JSONResponse(
+        {"status": "ready" if ok else "not ready", "checks": checks}, status_code=200 if ok else 503
+    )
+
+
+@router.get("/metrics")
+def prometheus_metrics(core: CoreDep, principal: PrincipalDep) -> Response:
+    """Prometheus text format."""
+    core.refresh_gauges()
+    return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+
+@router.get("/api/v1/tables")
+def list_tables(core: CoreDep, principal: PrincipalDep) -> list[dict[str, Any]]:
+    """Tables and views this token may read, with row counts and sync state."""
+    return [
+        {
+            "schema": t.schema,
+            "name": t.name,
+            "kind": t.kind,
+            "rows": t.rows,
+            "columns": [{"name": f.name, "type": str(f.type)} for f in t.arrow_schema],
+            "last_modified": t.last_modified,
+            "last_synced": t.last_synced,
+            "source_snapshot": t.source_snapshot,
+        }
+        for t in core.engine.list_tables(principal)
+    ]

@@ -1,0 +1,76 @@
+"""/api/v1/tokens: issue, list and revoke tokens (admin only)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from fastapi import APIRouter, status
+from pydantic import BaseModel, Field
+
+from control_api.deps import AdminDep, CoreDep
+
+router = APIRouter(prefix="/api/v1/tokens", tags=["tokens"])
+
+
+class TokenCreate(BaseModel):
+    name: str = Field(min_length=1, max_length=200)
+    role: Literal["reader", "writer", "admin"] = "reader"
+    tables: list[str] | None = Field(
+        None, description="Glob patterns on schema.table; omitted = all tables."
+    )
+    ttl_seconds: int | None = Field(
+        None, gt=0, description="Lifetime; default is the server's token_default_ttl_s."
+    )
+    max_rows: int | None = Field(None, gt=0, description="Most rows one query may return.")
+    timeout_s: float | None = Field(
+        None, gt=0, description="Query timeout for this token (at most the server's)."
+    )
+
+
+class TokenOut(BaseModel):
+    id: str
+    name: str
+    role: str
+    tables: list[str] | None
+    max_rows: int | None
+    timeout_s: float | None
+    created_at: float
+    expires_at: float
+    revoked_at: float | None = None
+    created_by: str | None = None
+
+
+class TokenCreated(TokenOut):
+    token: str = Field(description="The secret: shown once, never stored or listed.")
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=TokenCreated)
+def create_token(body: TokenCreate, core: CoreDep, admin: AdminDep) -> TokenCreated:
+    """Issue a token. The response is the only place its secret ever appears."""
+    record, token = core.tokens.create(
+        name=body.name,
+        role=body.role,
+        tables=body.tables,
+        ttl_seconds=body.ttl_seconds,
+        max_rows=body.max_rows,
+        timeout_s=body.timeout_s,
+        created_by=admin.token_id,
+    )
+    return TokenCreated(**record.to_dict(), token=token)
+
+
+@router.get("", response_model=list[TokenOut])
+def list_tokens(core: CoreDep, admin: AdminDep) -> list[TokenOut]:
+    """Every token issued (never the secrets)."""
+    return [TokenOut(**r.to_dict()) for r in core.tokens.list()]
+
+
+@router.get("/{token_id}", response_model=TokenOut)
+def get_token(token_id: str, core: CoreDep, admin: AdminDep) -> TokenOut:
+    return TokenOut(**core.tokens.get(token_id).to_dict())
+
+
+@router.delete("/{token_id}", response_model=TokenOut)
+def revoke_token(token_id: str, core: CoreDep, admin: AdminDep) -> TokenOut:
+    """Revoke a token; its next call on Flight or REST is refused."""
+    return TokenOut(**core.tokens.revoke(token_id).to_dict())

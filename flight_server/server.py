@@ -1,0 +1,374 @@
+"""The Flight server: thin RPC handlers over the core.
+
+Every handler follows one recipe: principal from the auth middleware -> decode the
+request -> call the core -> answer or stream. Errors cross once, through
+`flight_errors()` (see flight_server.errors).
+
+Descriptors and tickets (plain Flight; Flight SQL messages are routed to the
+Flight SQL service when one is installed):
+    path     ["demo", "orders"]                    a table or view
+    command  b"SELECT * FROM demo.orders LIMIT 5"  SQL text, UTF-8
+    command  b'{"sql": "...", "truncate": true}'   SQL plus options, JSON
+    ticket   b"adt1.<random>"                      see flight_server.tickets
+DoPut descriptors:
+    path     ["sales", "daily"]                     append (table created if missing)
+    command  b'{"table": "sales.daily", "mode": "upsert", "key": ["id"]}'
+Actions: `cancel` (body: a ticket or query id), `health`, `execute` (body: one
+DDL/DML statement, writers only). Results and PutResult metadata are JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Protocol
+
+import pyarrow as pa
+import pyarrow.flight as fl
+
+from agentdata import metrics
+from agentdata.core import Core
+from agentdata.engine import ResultStream, StreamOptions, TableInfo
+from agentdata.errors import InvalidArgument, Unimplemented
+from agentdata.ingest import IngestRequest, ingest
+from agentdata.sqlguard import quote_ident
+from agentdata.tokens import Principal
+from flight_server.auth import MIDDLEWARE_KEY, AuthMiddlewareFactory, NoOpAuthHandler, principal_of
+from flight_server.errors import flight_errors, guard_stream
+from flight_server.tickets import TicketStore
+
+log = logging.getLogger("agentdata.flight")
+
+ACTIONS = [
+    ("cancel", "Cancel a running query of yours. Body: its ticket (or query id)."),
+    ("health", "Server and database health, as JSON."),
+    ("execute", 'Run one DDL/DML statement (writers). Body: SQL. Result: {"rows": n}.'),
+]
+
+
+class CommandService(Protocol):
+    """A protocol layered on Flight commands (Flight SQL), routed by the server."""
+
+    def handles_command(self, command: bytes) -> bool: ...
+    def handles_ticket(self, ticket: bytes) -> bool: ...
+    def handles_action(self, action_type: str) -> bool: ...
+    def action_types(self) -> list[tuple[str, str]]: ...
+    def get_flight_info(
+        self, context: fl.ServerCallContext, principal: Principal, descriptor: fl.FlightDescriptor
+    ) -> fl.FlightInfo: ...
+    def get_schema(
+        self, context: fl.ServerCallContext, principal: Principal, descriptor: fl.FlightDescriptor
+    ) -> fl.SchemaResult: ...
+    def do_get(
+        self, context: fl.ServerCallContext, principal: Principal, ticket: bytes
+    ) -> fl.FlightDataStream: ...
+    def do_put(
+        self,
+        context: fl.ServerCallContext,
+        principal: Principal,
+        descriptor: fl.FlightDescriptor,
+        reader: fl.MetadataRecordBatchReader,
+        writer: fl.FlightMetadataWriter,
+    ) -> None: ...
+    def do_action(
+        self, context: fl.ServerCallContext, principal: Principal, action: fl.Action
+    ) -> Iterator[bytes]: ...
+
+
+class AgentdataFlightServer(fl.FlightServerBase):
+    """Arrow Flight over the agentdata core (plus Flight SQL when `sql_service` is given)."""
+
+    def __init__(
+        self,
+        core: Core,
+        location: str,
+        *,
+        tickets: TicketStore,
+        sql_service: CommandService | None = None,
+        tls_certificates: list[tuple[bytes, bytes]] | None = None,
+        verify_client: bool = False,
+        root_certificates: bytes | None = None,
+    ) -> None:
+        super().__init__(
+            location,
+            auth_handler=NoOpAuthHandler(),
+            middleware={MIDDLEWARE_KEY: AuthMiddlewareFactory(core.tokens)},
+            tls_certificates=tls_certificates,
+            verify_client=verify_client,
+            root_certificates=root_certificates,
+        )
+        self.core = core
+        self.tickets = tickets
+        self.sql_service = sql_service
+
+    # -- discovery -------------------------------------------------------------
+    def list_flights(
+        self, context: fl.ServerCallContext, criteria: bytes
+    ) -> Iterator[fl.FlightInfo]:
+        with flight_errors():
+            principal = principal_of(context)
+            infos = [
+                self._table_flight_info(principal, t)
+                for t in self.core.engine.list_tables(principal)
+            ]
+        yield from infos
+
+    def get_flight_info(
+        self, context: fl.ServerCallContext, descriptor: fl.FlightDescriptor
+    ) -> fl.FlightInfo:
+        with flight_errors():
+            principal = principal_of(context)
+            if descriptor.descriptor_type == fl.DescriptorType.PATH:
+                schema, table = _path(descriptor)
+                return self._table_flight_info(
+                    principal, self.core.engine.table_info(principal, schema, table)
+                )
+            if self.sql_service is not None and self.sql_service.handles_command(
+                descriptor.command
+            ):
+                return self.sql_service.get_flight_info(context, principal, descriptor)
+            sql, truncate = _command(descriptor.command)
+            _, schema = self.core.engine.schema_of(principal, sql)
+            entry = self.tickets.issue(principal, sql, truncate=truncate)
+            return fl.FlightInfo(schema, descriptor, [fl.FlightEndpoint(entry.ticket, [])], -1, -1)
+
+    def get_schema(
+        self, context: fl.ServerCallContext, descriptor: fl.FlightDescriptor
+    ) -> fl.SchemaResult:
+        with flight_errors():
+            principal = principal_of(context)
+            if descriptor.descriptor_type == fl.DescriptorType.PATH:
+                schema, table = _path(descriptor)
+                return fl.SchemaResult(
+                    self.core.engine.table_info(principal, schema, table).arrow_schema
+                )
+            if self.sql_service is not None and self.sql_service.handles_command(
+                descriptor.command
+            ):
+                return self.sql_service.get_schema(context, principal, descriptor)
+            sql, _ = _command(descriptor.command)
+            return fl.SchemaResult(self.core.engine.schema_of(principal, sql)[1])
+
+    def _table_flight_info(self, principal: Principal, table: TableInfo) -> fl.FlightInfo:
+        sql = f"SELECT * FROM {quote_ident(table.schema)}.{quote_ident(table.name)}"
+        entry = self.tickets.issue(principal, sql)
+        meta = {
+            "kind": table.kind,
+            "rows": table.rows,
+            "last_modified": _iso(table.last_modified),
+            "last_synced": _iso(table.last_synced),
+            "source_snapshot": table.source_snapshot,
+        }
+        return fl.FlightInfo(
+            table.arrow_schema,
+            fl.FlightDescriptor.for_path(table.schema, table.name),
+            [fl.FlightEndpoint(entry.ticket, [])],
+            table.rows if table.rows is not None else -1,
+            -1,
+            app_metadata=json.dumps(meta).encode(),
+        )
+
+    # -- data ------------------------------------------------------------------
+    def do_get(self, context: fl.ServerCallContext, ticket: fl.Ticket) -> fl.FlightDataStream:
+        with flight_errors():
+            principal = principal_of(context)
+            if self.sql_service is not None and self.sql_service.handles_ticket(ticket.ticket):
+                return self.sql_service.do_get(context, principal, ticket.ticket)
+            entry = self.tickets.redeem(principal, ticket.ticket)
+            options = StreamOptions(query_id=entry.query_id, truncate=entry.truncate)
+            stream = open_flight_stream(
+                self.core, context, principal, entry.sql, options, protocol="flight"
+            )
+            return fl.GeneratorStream(
+                stream.schema, _with_truncation_note(stream, options, principal)
+            )
+
+    def do_put(
+        self,
+        context: fl.ServerCallContext,
+        descriptor: fl.FlightDescriptor,
+        reader: fl.MetadataRecordBatchReader,
+        writer: fl.FlightMetadataWriter,
+    ) -> None:
+        with flight_errors():
+            principal = principal_of(context)
+            if (
+                descriptor.descriptor_type == fl.DescriptorType.CMD
+                and self.sql_service is not None
+                and self.sql_service.handles_command(descriptor.command)
+            ):
+                self.sql_service.do_put(context, principal, descriptor, reader, writer)
+                return
+            principal.require_writer()
+            request = _ingest_request(descriptor)
+            result = ingest(self.core.engine, principal, request, reader.to_reader())
+            metrics.ROWS_INGESTED.inc(result.rows)
+            writer.write(
+                pa.py_buffer(
+                    json.dumps(
+                        {"table": result.table, "rows": result.rows, "created": result.created}
+                    ).encode()
+                )
+            )
+
+    # -- actions ---------------------------------------------------------------
+    def list_actions(self, context: fl.ServerCallContext) -> list[tuple[str, str]]:
+        extra = self.sql_service.action_types() if self.sql_service is not None else []
+        return ACTIONS + extra
+
+    def do_action(self, context: fl.ServerCallContext, action: fl.Action) -> Iterator[bytes]:
+        with flight_errors():
+            principal = principal_of(context)
+            if self.sql_service is not None and self.sql_service.handles_action(action.type):
+                results = list(self.sql_service.do_action(context, principal, action))
+            else:
+                results = [self._plain_action(principal, action)]
+        yield from results
+
+    def _plain_action(self, principal: Principal, action: fl.Action) -> bytes:
+        body = action.body.to_pybytes() if action.body is not None else b""
+        if action.type == "health":
+            return json.dumps({"status": "ok", **self.core.engine.health()}).encode()
+        if action.type == "cancel":
+            query_id = body.decode("utf-8", "replace").strip()
+            if not query_id:
+                raise InvalidArgument("cancel needs the query's ticket (or query id) as body")
+            return json.dumps({"cancelled": self.core.engine.cancel(principal, query_id)}).encode()
+        if action.type == "execute":
+            rows = self.core.engine.execute_write(principal, _utf8(body))
+            return json.dumps({"rows": rows}).encode()
+        raise Unimplemented(f"unknown action {action.type!r}; see ListActions")
+
+    # -- lifecycle ---------------------------------------------------------------
+    def stop(self) -> None:
+        """Cancel open streams, then stop accepting calls (waits for handlers to end)."""
+        cancelled = self.core.engine.cancel_all("the server is shutting down")
+        if cancelled:
+            log.info("shutdown: cancelled %d running queries", cancelled)
+        self.shutdown()
+
+
+def open_flight_stream(
+    core: Core,
+    context: fl.ServerCallContext,
+    principal: Principal,
+    sql: str,
+    options: StreamOptions,
+    *,
+    protocol: str,
+) -> ResultStream:
+    """Start a query for a Flight call: cancel on client disconnect, count metrics."""
+    started = time.monotonic()
+    metrics.ACTIVE_STREAMS.inc()
+
+    def finished(rows: int, nbytes: int) -> None:
+        metrics.ACTIVE_STREAMS.dec()
+        metrics.ROWS_STREAMED.labels(protocol).inc(rows)
+        metrics.BYTES_STREAMED.labels(protocol).inc(nbytes)
+        metrics.QUERY_SECONDS.labels(protocol).observe(time.monotonic() - started)
+
+    options.is_cancelled = context.is_cancelled
+    options.on_finish = finished
+    try:
+        stream = core.engine.open_stream(principal, sql, options)
+    except Exception:
+        metrics.ACTIVE_STREAMS.dec()
+        metrics.QUERIES.labels(protocol, "error").inc()
+        raise
+    metrics.QUERIES.labels(protocol, "ok").inc()
+    return stream
+
+
+def _with_truncation_note(
+    stream: ResultStream, options: StreamOptions, principal: Principal
+) -> Iterator[Any]:
+    """Stream batches; after a truncated result, one empty batch whose metadata says so."""
+    yield from guard_stream(iter(stream))
+    if options.truncated:
+        note = {"truncated": True, "max_rows": principal.max_rows}
+        yield (
+            pa.RecordBatch.from_pylist([], schema=stream.schema),
+            pa.py_buffer(json.dumps(note).encode()),
+        )
+
+
+def _path(descriptor: fl.FlightDescriptor) -> tuple[str, str]:
+    parts = [p.decode() if isinstance(p, bytes) else str(p) for p in descriptor.path]
+    if len(parts) == 1 and "." in parts[0]:
+        parts = parts[0].split(".", 1)
+    if len(parts) != 2 or not all(parts):
+        raise InvalidArgument(f"path descriptor must be [schema, table] (got {parts})")
+    return parts[0], parts[1]
+
+
+def _utf8(data: bytes) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidArgument("command must be UTF-8 SQL text or JSON") from None
+
+
+def _command(command: bytes) -> tuple[str, bool]:
+    """SQL text, or JSON {"sql": ..., "truncate": bool}."""
+    text = _utf8(command).strip()
+    if text.startswith("{"):
+        try:
+            doc = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise InvalidArgument(f"command looks like JSON but is not: {e}") from None
+        if not isinstance(doc, dict) or not isinstance(doc.get("sql"), str):
+            raise InvalidArgument('JSON command needs {"sql": "..."}')
+        return doc["sql"], bool(doc.get("truncate", False))
+    return text, False
+
+
+def _ingest_request(descriptor: fl.FlightDescriptor) -> IngestRequest:
+    if descriptor.descriptor_type == fl.DescriptorType.PATH:
+        schema, table = _path(descriptor)
+        return IngestRequest.parse(f"{quote_ident(schema)}.{quote_ident(table)}")
+    try:
+        doc = json.loads(_utf8(descriptor.command))
+    except json.JSONDecodeError as e:
+        raise InvalidArgument(
+            f'DoPut command must be JSON {{"table", "mode", "key"}}: {e}'
+        ) from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("table"), str):
+        raise InvalidArgument('DoPut command needs {"table": "schema.table"}')
+    return IngestRequest.parse(doc["table"], doc.get("mode", "append"), doc.get("key"))
+
+
+def _iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
+
+def build_flight_server(
+    core: Core, *, sql_service: CommandService | None = None
+) -> AgentdataFlightServer:
+    """Build the Flight server from the core's settings (host, port, TLS)."""
+    s = core.settings
+    tls_certificates = None
+    root_certificates = None
+    scheme = "grpc+tcp"
+    if s.tls_cert is not None:
+        if s.tls_key is None:
+            raise InvalidArgument("tls_cert needs tls_key")
+        tls_certificates = [(Path(s.tls_cert).read_bytes(), Path(s.tls_key).read_bytes())]
+        scheme = "grpc+tls"
+    if s.tls_client_ca is not None:
+        if tls_certificates is None:
+            raise InvalidArgument("tls_client_ca (mutual TLS) needs tls_cert and tls_key")
+        root_certificates = Path(s.tls_client_ca).read_bytes()
+    return AgentdataFlightServer(
+        core,
+        f"{scheme}://{s.host}:{s.flight_port}",
+        tickets=TicketStore(s.ticket_ttl_s),
+        sql_service=sql_service,
+        tls_certificates=tls_certificates,
+        verify_client=root_certificates is not None,
+        root_certificates=root_certificates,
+    )

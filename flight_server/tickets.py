@@ -1,0 +1,82 @@
+"""Tickets: opaque, short-lived, bound to the token that obtained them.
+
+Wire format: 20 random bytes rendered as `adt1.<base64url>` (e.g.
+`adt1.q9Jf3x0cV7mYb2e1k8WfZy5tHnE`). The ticket names an entry held in server memory
+(what to run, for which token, until when); it carries no SQL and no claims, so
+nothing can be read from or forged into it. A ticket redeemed by another token is
+refused with PERMISSION_DENIED; an unknown or expired one with NOT_FOUND.
+The ticket id doubles as the query id for `cancel`.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from agentdata.errors import NotFound, PermissionDenied
+from agentdata.tokens import Principal
+
+PREFIX = b"adt1."
+
+
+@dataclass(frozen=True)
+class TicketEntry:
+    """What a ticket stands for."""
+
+    ticket: bytes
+    token_id: str
+    sql: str
+    expires: float
+    truncate: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def query_id(self) -> str:
+        return self.ticket.decode()
+
+
+class TicketStore:
+    """In-memory tickets with a time-to-live."""
+
+    def __init__(self, ttl_s: float) -> None:
+        self.ttl_s = ttl_s
+        self._entries: dict[bytes, TicketEntry] = {}
+        self._lock = threading.Lock()
+
+    def issue(
+        self, principal: Principal, sql: str, *, truncate: bool = False, **extra: Any
+    ) -> TicketEntry:
+        ticket = PREFIX + secrets.token_urlsafe(20).encode()
+        entry = TicketEntry(
+            ticket=ticket,
+            token_id=principal.token_id,
+            sql=sql,
+            expires=time.monotonic() + self.ttl_s,
+            truncate=truncate,
+            extra=extra,
+        )
+        with self._lock:
+            self._expire()
+            self._entries[ticket] = entry
+        return entry
+
+    def redeem(self, principal: Principal, ticket: bytes) -> TicketEntry:
+        """The entry behind `ticket`, if it is live and was issued to this token."""
+        with self._lock:
+            entry = self._entries.get(ticket)
+        if entry is None or entry.expires < time.monotonic():
+            raise NotFound("unknown or expired ticket: call GetFlightInfo again")
+        if entry.token_id != principal.token_id:
+            raise PermissionDenied("this ticket was issued to another token")
+        return entry
+
+    def _expire(self) -> None:
+        now = time.monotonic()
+        for key in [k for k, e in self._entries.items() if e.expires < now]:
+            del self._entries[key]
+
+    def __len__(self) -> int:
+        return len(self._entries)

@@ -1,0 +1,1 @@
+"""Test harnesses shared across test packages (real subprocesses, not mocks)."""
