@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from agentdata.demo import load_demo
 from agentdata.engine import Engine
+from agentdata.jobs import JobStore
 from agentdata.meta import MetaStore
 from agentdata.settings import Settings
 from agentdata.tokens import TokenService
@@ -28,6 +29,7 @@ class Core:
     meta: MetaStore
     engine: Engine
     tokens: TokenService
+    jobs: JobStore
     #: Readiness checks beyond the database (e.g. the broker), name -> raises if down.
     probes: dict[str, Callable[[], object]] = field(default_factory=dict)
     #: Called before /metrics renders, to refresh gauges that are cheaper to read than to track.
@@ -60,7 +62,7 @@ class Core:
             admin_token=settings.resolved_admin_token(),
             default_ttl_s=settings.token_default_ttl_s,
         )
-        core = cls(settings=settings, meta=meta, engine=engine, tokens=tokens)
+        core = cls(settings=settings, meta=meta, engine=engine, tokens=tokens, jobs=JobStore(meta))
         if first_start and settings.demo:
             log.info(
                 "first start: loading the demo dataset (schema demo, %d orders)", settings.demo_rows

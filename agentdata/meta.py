@@ -37,6 +37,28 @@ MIGRATIONS: list[str] = [
         last_synced REAL,
         source_snapshot TEXT
     )""",
+    """CREATE TABLE jobs (
+        id TEXT PRIMARY KEY,
+        kind TEXT NOT NULL,           -- export | sync | maintenance
+        state TEXT NOT NULL,          -- queued | running | retrying | succeeded | failed | cancelled
+        owner TEXT,                   -- token id of whoever started it
+        params TEXT NOT NULL,         -- JSON
+        task_id TEXT,                 -- Celery task id, or the in-process runner's
+        progress_rows INTEGER NOT NULL DEFAULT 0,
+        progress_bytes INTEGER NOT NULL DEFAULT 0,
+        percent REAL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        result TEXT,                  -- JSON
+        error TEXT,                   -- JSON {"step", "code", "message"}
+        cancel_requested INTEGER NOT NULL DEFAULT 0,
+        created_at REAL NOT NULL,
+        started_at REAL,
+        updated_at REAL NOT NULL,
+        progress_at REAL,
+        finished_at REAL
+    )""",
+    "CREATE INDEX jobs_state ON jobs(state, kind)",
+    "CREATE INDEX jobs_created ON jobs(created_at)",
 ]
 
 

@@ -1,0 +1,274 @@
+"""Jobs: the record of every export, sync and maintenance run.
+
+States and the moves between them:
+
+    queued ──▶ running ──▶ succeeded
+      │          │  ▲ └──▶ failed
+      │          ▼  │
+      │       retrying
+      └──────────┴──────▶ cancelled   (on request; a running task sees
+                                       `cancel_requested` and stops)
+
+Progress (rows, bytes, percent) is written by whoever runs the job (an in-process
+task, or a Celery worker through the REST API); `progress_at` lets maintenance find
+runs that stopped making progress.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from enum import StrEnum
+from typing import Any
+
+from agentdata.errors import Conflict, InvalidArgument, NotFound, PermissionDenied
+from agentdata.meta import MetaStore
+from agentdata.tokens import Principal
+
+
+class JobState(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    RETRYING = "retrying"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
+
+
+ACTIVE_STATES = (JobState.QUEUED, JobState.RUNNING, JobState.RETRYING)
+
+
+@dataclass
+class Job:
+    id: str
+    kind: str
+    state: str
+    owner: str | None
+    params: dict[str, Any]
+    task_id: str | None
+    progress_rows: int
+    progress_bytes: int
+    percent: float | None
+    attempts: int
+    result: dict[str, Any] | None
+    error: dict[str, Any] | None
+    cancel_requested: bool
+    created_at: float
+    started_at: float | None
+    updated_at: float
+    progress_at: float | None
+    finished_at: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class JobStore:
+    """Create, update, list and cancel jobs in the meta store."""
+
+    def __init__(self, meta: MetaStore) -> None:
+        self._meta = meta
+
+    def create(self, kind: str, params: dict[str, Any], owner: str | None) -> Job:
+        now = time.time()
+        job_id = uuid.uuid4().hex
+        self._meta.execute(
+            "INSERT INTO jobs (id, kind, state, owner, params, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (job_id, kind, JobState.QUEUED.value, owner, json.dumps(params), now, now),
+        )
+        return self.get(job_id)
+
+    def get(self, job_id: str) -> Job:
+        row = self._meta.one("SELECT * FROM jobs WHERE id = ?", (job_id,))
+        if row is None:
+            raise NotFound(f"no job with id {job_id!r}")
+        return _job(row)
+
+    def get_for(self, principal: Principal, job_id: str) -> Job:
+        """A job the principal may see: its own, or any for an admin."""
+        job = self.get(job_id)
+        if not principal.is_admin and job.owner != principal.token_id:
+            raise NotFound(f"no job with id {job_id!r}")
+        return job
+
+    def list(
+        self,
+        *,
+        owner: str | None = None,
+        kind: str | None = None,
+        state: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> tuple[list[Job], int]:
+        """Jobs, newest first, with the total count for paging."""
+        where, params = [], []
+        for column, value in (("owner", owner), ("kind", kind), ("state", state)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        clause = f" WHERE {' AND '.join(where)}" if where else ""
+        total = self._meta.one(f"SELECT count(*) FROM jobs{clause}", params)[0]  # type: ignore[index]
+        rows = self._meta.all(
+            f"SELECT * FROM jobs{clause} ORDER BY created_at DESC, id LIMIT ? OFFSET ?",
+            [*params, limit, offset],
+        )
+        return [_job(r) for r in rows], int(total)
+
+    # -- transitions -----------------------------------------------------------
+    def start(self, job_id: str, task_id: str | None = None) -> Job:
+        """queued/retrying -> running; counts an attempt. Refused once cancelled."""
+        now = time.time()
+        with self._meta.transaction() as tx:
+            row = tx.execute(
+                "SELECT state, cancel_requested FROM jobs WHERE id = ?", (job_id,)
+            ).fetchone()
+            if row is None:
+                raise NotFound(f"no job with id {job_id!r}")
+            if row["cancel_requested"] or row["state"] == JobState.CANCELLED:
+                raise Conflict("job was cancelled")
+            if JobState(row["state"]).finished:
+                raise Conflict(f"job already {row['state']}")
+            tx.execute(
+                "UPDATE jobs SET state = ?, attempts = attempts + 1, started_at = coalesce(started_at, ?),"
+                " updated_at = ?, progress_at = ?, task_id = coalesce(?, task_id) WHERE id = ?",
+                (JobState.RUNNING.value, now, now, now, task_id, job_id),
+            )
+        return self.get(job_id)
+
+    def set_task_id(self, job_id: str, task_id: str) -> None:
+        self._meta.execute(
+            "UPDATE jobs SET task_id = ?, updated_at = ? WHERE id = ?",
+            (task_id, time.time(), job_id),
+        )
+
+    def progress(
+        self,
+        job_id: str,
+        *,
+        rows: int | None = None,
+        nbytes: int | None = None,
+        percent: float | None = None,
+    ) -> bool:
+        """Record progress; returns True if cancellation was requested (the runner should stop)."""
+        now = time.time()
+        with self._meta.transaction() as tx:
+            tx.execute(
+                "UPDATE jobs SET progress_rows = coalesce(?, progress_rows), progress_bytes = coalesce(?, progress_bytes),"
+                " percent = coalesce(?, percent), updated_at = ?, progress_at = ? WHERE id = ?",
+                (rows, nbytes, percent, now, now, job_id),
+            )
+            row = tx.execute("SELECT cancel_requested FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"no job with id {job_id!r}")
+        return bool(row["cancel_requested"])
+
+    def retrying(self, job_id: str, error: dict[str, Any]) -> Job:
+        return self._finish(job_id, JobState.RETRYING, error=error, final=False)
+
+    def succeed(self, job_id: str, result: dict[str, Any]) -> Job:
+        return self._finish(job_id, JobState.SUCCEEDED, result=result)
+
+    def fail(self, job_id: str, *, step: str, code: str, message: str) -> Job:
+        return self._finish(
+            job_id, JobState.FAILED, error={"step": step, "code": code, "message": message}
+        )
+
+    def mark_cancelled(self, job_id: str) -> Job:
+        return self._finish(job_id, JobState.CANCELLED)
+
+    def request_cancel(self, principal: Principal, job_id: str) -> Job:
+        """Ask a job to stop: a queued one is cancelled now, a running one at its next progress call."""
+        job = self.get_for(principal, job_id)
+        if JobState(job.state).finished:
+            raise Conflict(f"job already {job.state}")
+        now = time.time()
+        with self._meta.transaction() as tx:
+            tx.execute(
+                "UPDATE jobs SET cancel_requested = 1, updated_at = ? WHERE id = ?", (now, job_id)
+            )
+            if job.state == JobState.QUEUED:
+                tx.execute(
+                    "UPDATE jobs SET state = ?, finished_at = ? WHERE id = ? AND state = ?",
+                    (JobState.CANCELLED.value, now, job_id, JobState.QUEUED.value),
+                )
+        return self.get(job_id)
+
+    def cancel_requested(self, job_id: str) -> bool:
+        row = self._meta.one("SELECT cancel_requested FROM jobs WHERE id = ?", (job_id,))
+        return bool(row and row["cancel_requested"])
+
+    def _finish(
+        self,
+        job_id: str,
+        state: JobState,
+        *,
+        result: dict[str, Any] | None = None,
+        error: dict[str, Any] | None = None,
+        final: bool = True,
+    ) -> Job:
+        now = time.time()
+        changed = self._meta.execute(
+            "UPDATE jobs SET state = ?, result = coalesce(?, result), error = coalesce(?, error), updated_at = ?,"
+            " finished_at = CASE WHEN ? THEN ? ELSE finished_at END WHERE id = ?",
+            (
+                state.value,
+                json.dumps(result) if result is not None else None,
+                json.dumps(error) if error is not None else None,
+                now,
+                1 if final else 0,
+                now,
+                job_id,
+            ),
+        )
+        if not changed:
+            raise NotFound(f"no job with id {job_id!r}")
+        return self.get(job_id)
+
+    def delete(self, job_id: str) -> None:
+        self._meta.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+
+    def count_by_kind_state(self) -> list[tuple[str, str, int]]:
+        return [
+            (r[0], r[1], int(r[2]))
+            for r in self._meta.all("SELECT kind, state, count(*) FROM jobs GROUP BY 1, 2")
+        ]
+
+
+def check_owner(principal: Principal, job: Job) -> None:
+    if not principal.is_admin and job.owner != principal.token_id:
+        raise PermissionDenied("that job belongs to another token")
+
+
+def validate_kind(kind: str) -> str:
+    if kind not in ("export", "sync", "maintenance"):
+        raise InvalidArgument(f"unknown job kind {kind!r}")
+    return kind
+
+
+def _job(r: Any) -> Job:
+    return Job(
+        id=r["id"],
+        kind=r["kind"],
+        state=r["state"],
+        owner=r["owner"],
+        params=json.loads(r["params"]),
+        task_id=r["task_id"],
+        progress_rows=r["progress_rows"],
+        progress_bytes=r["progress_bytes"],
+        percent=r["percent"],
+        attempts=r["attempts"],
+        result=json.loads(r["result"]) if r["result"] else None,
+        error=json.loads(r["error"]) if r["error"] else None,
+        cancel_requested=bool(r["cancel_requested"]),
+        created_at=r["created_at"],
+        started_at=r["started_at"],
+        updated_at=r["updated_at"],
+        progress_at=r["progress_at"],
+        finished_at=r["finished_at"],
+    )

@@ -1,0 +1,129 @@
+"""Start a real `agentdata serve` process on free ports, for end-to-end tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pyarrow as pa
+import pyarrow.flight as fl
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class ServerProcess:
+    """A running server and handy clients for it."""
+
+    data_dir: Path
+    flight_port: int
+    http_port: int
+    admin_token: str
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def flight_url(self) -> str:
+        return f"grpc://127.0.0.1:{self.flight_port}"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    def flight(self) -> fl.FlightClient:
+        return fl.connect(self.flight_url)
+
+    @staticmethod
+    def options(token: str, timeout: float | None = None) -> fl.FlightCallOptions:
+        return fl.FlightCallOptions(headers=[(b"authorization", f"Bearer {token}".encode())], timeout=timeout)
+
+    def http(self, token: str | None = None) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {token or self.admin_token}"}
+        return httpx.Client(base_url=self.http_url, headers=headers, timeout=60)
+
+    def create_token(self, role: str = "reader", **kwargs: Any) -> dict[str, Any]:
+        with self.http() as c:
+            r = c.post("/api/v1/tokens", json={"name": kwargs.pop("name", f"t-{role}"), "role": role, **kwargs})
+            assert r.status_code == 201, r.text
+            return r.json()  # type: ignore[no-any-return]
+
+    def query(self, token: str, sql: str) -> pa.Table:
+        client = self.flight()
+        opts = self.options(token)
+        info = client.get_flight_info(fl.FlightDescriptor.for_command(sql.encode()), opts)
+        return client.do_get(info.endpoints[0].ticket, opts).read_all()
+
+    def execute(self, token: str, sql: str) -> int:
+        client = self.flight()
+        (result,) = list(client.do_action(fl.Action("execute", sql.encode()), self.options(token)))
+        return int(json.loads(result.body.to_pybytes())["rows"])
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+
+def start_server(data_dir: Path, *, env: dict[str, str] | None = None, demo_rows: int = 20_000, args: list[str] | None = None, wait: float = 60) -> ServerProcess:
+    """Start `agentdata serve` and wait until both ports answer."""
+    flight_port, http_port = free_port(), free_port()
+    admin = "adt_test_" + os.urandom(12).hex()
+    full_env = {
+        **os.environ,
+        "AGENTDATA_DATA_DIR": str(data_dir),
+        "AGENTDATA_FLIGHT_PORT": str(flight_port),
+        "AGENTDATA_HTTP_PORT": str(http_port),
+        "AGENTDATA_ADMIN_TOKEN": admin,
+        "AGENTDATA_DEMO_ROWS": str(demo_rows),
+        "AGENTDATA_MEMORY_LIMIT": "1GB",
+        "PYTHONUNBUFFERED": "1",
+        **(env or {}),
+    }
+    full_env.pop("AGENTDATA_REDIS_URL", None) if "AGENTDATA_REDIS_URL" not in (env or {}) else None
+    data_dir.mkdir(parents=True, exist_ok=True)
+    log_path = data_dir.parent / f"{data_dir.name}-server.log"
+    log_file = open(log_path, "ab")  # noqa: SIM115 - lives as long as the process
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "agentdata", "serve", *(args or [])],
+        cwd=REPO,
+        env=full_env,
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+    )
+    server = ServerProcess(data_dir, flight_port, http_port, admin, proc, log_path, full_env)
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}:\n{server.log()}")
+        try:
+            if httpx.get(f"{server.http_url}/healthz", timeout=1).status_code == 200:
+                return server
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    server.stop(signal.SIGKILL)
+    raise RuntimeError(f"server did not start in {wait}s:\n{server.log()}")
