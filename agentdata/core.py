@@ -11,10 +11,12 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from agentdata.artefacts import ArtefactStore
 from agentdata.demo import load_demo
 from agentdata.engine import Engine
 from agentdata.jobs import JobStore
 from agentdata.meta import MetaStore
+from agentdata.metrics import refresh_store_gauges
 from agentdata.settings import Settings
 from agentdata.tokens import TokenService
 
@@ -30,6 +32,7 @@ class Core:
     engine: Engine
     tokens: TokenService
     jobs: JobStore
+    artefacts: ArtefactStore
     #: Readiness checks beyond the database (e.g. the broker), name -> raises if down.
     probes: dict[str, Callable[[], object]] = field(default_factory=dict)
     #: Called before /metrics renders, to refresh gauges that are cheaper to read than to track.
@@ -62,7 +65,24 @@ class Core:
             admin_token=settings.resolved_admin_token(),
             default_ttl_s=settings.token_default_ttl_s,
         )
-        core = cls(settings=settings, meta=meta, engine=engine, tokens=tokens, jobs=JobStore(meta))
+        artefacts = ArtefactStore(
+            meta,
+            settings.artefacts_dir,
+            max_bytes=settings.max_upload_bytes,
+            quota_bytes=settings.artefact_quota_bytes,
+            export_ttl_s=settings.export_ttl_s,
+        )
+        # Temp files and orphans left by a crash go before anyone can write again.
+        artefacts.reconcile()
+        core = cls(
+            settings=settings,
+            meta=meta,
+            engine=engine,
+            tokens=tokens,
+            jobs=JobStore(meta),
+            artefacts=artefacts,
+        )
+        core.gauge_refreshers.append(lambda: refresh_store_gauges(core.jobs, core.artefacts))
         if first_start and settings.demo:
             log.info(
                 "first start: loading the demo dataset (schema demo, %d orders)", settings.demo_rows

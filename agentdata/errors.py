@@ -5,11 +5,13 @@ job layer); each adapter then has exactly one mapping from these to its protocol
 
     AgentdataError                  code            Flight              HTTP
     ├── InvalidArgument             invalid_argument  INVALID_ARGUMENT  400
+    │   └── ChecksumMismatch        checksum_mismatch INVALID_ARGUMENT  400
     ├── Unauthenticated             unauthenticated   UNAUTHENTICATED   401
     ├── PermissionDenied            permission_denied PERMISSION_DENIED 403
     ├── NotFound                    not_found         NOT_FOUND         404
     ├── Conflict                    conflict          ALREADY_EXISTS    409
     ├── PayloadTooLarge             payload_too_large RESOURCE_EXHAUSTED 413
+    │   └── QuotaExceeded           quota_exceeded    RESOURCE_EXHAUSTED 507
     ├── ResourceExhausted           resource_exhausted RESOURCE_EXHAUSTED 429
     ├── DeadlineExceeded            deadline_exceeded DEADLINE_EXCEEDED 504
     ├── Cancelled                   cancelled         CANCELLED         499
@@ -39,6 +41,12 @@ class InvalidArgument(AgentdataError):
     code, http_status = "invalid_argument", 400
 
 
+class ChecksumMismatch(InvalidArgument):
+    """The bytes received do not hash to the SHA-256 the client announced."""
+
+    code = "checksum_mismatch"
+
+
 class Unauthenticated(AgentdataError):
     code, http_status = "unauthenticated", 401
 
@@ -57,6 +65,12 @@ class Conflict(AgentdataError):
 
 class PayloadTooLarge(AgentdataError):
     code, http_status = "payload_too_large", 413
+
+
+class QuotaExceeded(PayloadTooLarge):
+    """An owner's artefact quota (or the server's disk) has no room for this file."""
+
+    code, http_status = "quota_exceeded", 507
 
 
 class ResourceExhausted(AgentdataError):

@@ -14,6 +14,7 @@ Columns are matched by name, so a stream may carry them in any order.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -21,7 +22,7 @@ import duckdb
 import pyarrow as pa
 
 from agentdata.engine import Engine, translate_errors
-from agentdata.errors import InvalidArgument, PermissionDenied
+from agentdata.errors import Cancelled, InvalidArgument, PermissionDenied
 from agentdata.sqlguard import parse_table_ref, quote_ident
 from agentdata.tokens import Principal
 
@@ -67,9 +68,19 @@ class IngestResult:
 
 
 def ingest(
-    engine: Engine, principal: Principal, request: IngestRequest, reader: pa.RecordBatchReader
+    engine: Engine,
+    principal: Principal,
+    request: IngestRequest,
+    reader: pa.RecordBatchReader,
+    *,
+    is_cancelled: Callable[[], bool] | None = None,
 ) -> IngestResult:
-    """Load `reader` into `request.table` atomically; returns the rows written."""
+    """Load `reader` into `request.table` atomically; returns the rows written.
+
+    `is_cancelled` (the RPC's "client went away") is checked once the stream ends:
+    a client that dies mid-upload can look like a clean end of stream to the reader,
+    and its partial rows must not be applied.
+    """
     principal.require_writer()
     schema, table = parse_table_ref(request.table)
     qualified = f"{schema}.{table}".lower()
@@ -85,6 +96,8 @@ def ingest(
             cur.unregister("incoming")
             staged = int(cur.execute(f"SELECT count(*) FROM temp.{stage}").fetchall()[0][0])  # type: ignore[index]
             columns = [r[0] for r in cur.execute(f"DESCRIBE temp.{stage}").fetchall()]
+        if is_cancelled is not None and is_cancelled():
+            raise Cancelled("the client went away before finishing the upload; nothing was written")
         missing_key = [k for k in request.key if k not in columns]
         if missing_key:
             raise InvalidArgument(

@@ -59,6 +59,21 @@ MIGRATIONS: list[str] = [
     )""",
     "CREATE INDEX jobs_state ON jobs(state, kind)",
     "CREATE INDEX jobs_created ON jobs(created_at)",
+    # Artefacts: the file is <data_dir>/artefacts/<id>; everything else is here.
+    """CREATE TABLE artefacts (
+        id TEXT PRIMARY KEY,          -- generated; also the file name
+        name TEXT NOT NULL,           -- sanitised display name (metadata only)
+        content_type TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        sha256 TEXT NOT NULL,         -- hex
+        owner TEXT,                   -- token id
+        source TEXT NOT NULL,         -- upload | export
+        job_id TEXT,                  -- the export job that produced it
+        created_at REAL NOT NULL,
+        expires_at REAL               -- NULL = never
+    )""",
+    "CREATE INDEX artefacts_owner ON artefacts(owner, created_at)",
+    "CREATE INDEX artefacts_expires ON artefacts(expires_at)",
 ]
 
 

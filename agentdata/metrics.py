@@ -5,7 +5,14 @@ Served at `/metrics` by the control plane (the same process as the Flight server
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+if TYPE_CHECKING:
+    from agentdata.artefacts import ArtefactStore
+    from agentdata.jobs import JobStore
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -35,3 +42,31 @@ ACTIVE_STREAMS = Gauge("agentdata_active_streams", "Result streams open now.", r
 ROWS_INGESTED = Counter(
     "agentdata_rows_ingested_total", "Rows written by DoPut/ingest.", registry=REGISTRY
 )
+ARTEFACT_BYTES = Gauge(
+    "agentdata_artefact_bytes",
+    "Bytes of stored artefacts (including expired ones awaiting cleanup), by source.",
+    ["source"],
+    registry=REGISTRY,
+)
+ARTEFACTS = Gauge(
+    "agentdata_artefacts", "Stored artefacts, by source.", ["source"], registry=REGISTRY
+)
+JOBS = Gauge("agentdata_jobs", "Jobs by kind and state.", ["kind", "state"], registry=REGISTRY)
+
+
+def refresh_store_gauges(jobs: JobStore, artefacts: ArtefactStore) -> None:
+    """Set the job and artefact gauges from the meta store (cheaper than tracking them)."""
+    from agentdata.artefacts import SOURCES
+    from agentdata.jobs import JobState
+
+    rows: Iterable[tuple[str, str, int]] = jobs.count_by_kind_state()
+    counts = {(k, s): n for k, s, n in rows}
+    kinds = {k for k, _ in counts} | {"export", "sync", "maintenance"}
+    for kind in kinds:
+        for state in JobState:
+            JOBS.labels(kind, state.value).set(counts.get((kind, state.value), 0))
+    by_source = artefacts.bytes_by_source()
+    for source in {*SOURCES, *by_source}:
+        count, nbytes = by_source.get(source, (0, 0))
+        ARTEFACTS.labels(source).set(count)
+        ARTEFACT_BYTES.labels(source).set(nbytes)

@@ -17,7 +17,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class Settings(BaseSettings):
     """Runtime settings for `agentdata serve`, workers and the CLI clients."""
 
-    model_config = SettingsConfigDict(env_prefix="AGENTDATA_", env_file=".env", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="AGENTDATA_", env_file=".env", extra="ignore", env_ignore_empty=True
+    )
 
     data_dir: Path = Field(
         Path("./data"),
@@ -73,6 +75,64 @@ class Settings(BaseSettings):
     redis_url: str | None = Field(
         None, description="Redis URL (broker and results); unset runs tasks in-process."
     )
+    max_upload_bytes: int = Field(
+        10 * 1024**3,
+        description="Largest artefact accepted (uploads and exports), in bytes; larger gets 413.",
+    )
+    artefact_quota_bytes: int = Field(
+        50 * 1024**3,
+        description="Bytes of live artefacts each token (owner) may keep; 0 means no quota.",
+    )
+    export_ttl_s: int = Field(
+        24 * 3600, description="Lifetime of an export artefact, in seconds (then it expires)."
+    )
+    upload_idle_timeout_s: float = Field(
+        60.0, description="An upload that sends no bytes for this long is aborted (408)."
+    )
+    # -- tasks: workers, the in-process runner, maintenance ---------------------
+    server_url: str | None = Field(
+        None,
+        description="REST URL of the server, for workers; default http://<host>:<http_port>.",
+    )
+    flight_url: str | None = Field(
+        None,
+        description="Flight URL of the server, for workers; default grpc://<host>:<flight_port>.",
+    )
+    worker_token: SecretStr | None = Field(
+        None,
+        description="Admin token workers use for scheduled maintenance; default: the admin token.",
+    )
+    embedded_workers: int = Field(
+        2, description="Threads of the in-process task runner (used when redis_url is unset)."
+    )
+    task_token_ttl_s: int = Field(
+        6 * 3600,
+        description="Most a task's delegated credential lives; it also ends when its job ends.",
+    )
+    export_progress_every_s: float = Field(
+        0.5, description="How often a running export reports progress and checks for cancel."
+    )
+    maintenance_completed_job_age_s: float = Field(
+        24 * 3600, description="Succeeded and cancelled jobs older than this are deleted."
+    )
+    maintenance_failed_job_age_s: float = Field(
+        72 * 3600, description="Failed jobs older than this are deleted."
+    )
+    maintenance_export_age_s: float = Field(
+        24 * 3600, description="Export artefacts older than this are deleted."
+    )
+    maintenance_stale_after_s: float = Field(
+        3600, description="Running jobs without progress for this long are marked failed."
+    )
+    maintenance_jobs_every_s: float = Field(
+        6 * 3600, description="Period of the job clean-up run; 0 turns its schedule off."
+    )
+    maintenance_exports_every_s: float = Field(
+        4 * 3600, description="Period of the export clean-up run; 0 turns its schedule off."
+    )
+    maintenance_stale_every_s: float = Field(
+        15 * 60, description="Period of the stale-job check; 0 turns its schedule off."
+    )
 
     # -- derived paths -------------------------------------------------------
     @property
@@ -84,6 +144,11 @@ class Settings(BaseSettings):
     def meta_path(self) -> Path:
         """The meta store (tokens, jobs, artefacts), never reachable from agent SQL."""
         return self.data_dir / "meta.sqlite3"
+
+    @property
+    def artefacts_dir(self) -> Path:
+        """Artefact files, named by generated id; names and owners live in the meta store."""
+        return self.data_dir / "artefacts"
 
     @property
     def admin_token_path(self) -> Path:

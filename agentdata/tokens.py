@@ -43,6 +43,8 @@ class Principal:
     max_rows: int | None = None
     timeout_s: float | None = None
     expires_at: float | None = None
+    #: Set when this is a job's delegated credential (see `TokenService.delegate`).
+    job_id: str | None = None
 
     @property
     def can_write(self) -> bool:
@@ -183,6 +185,61 @@ class TokenService:
         }
         return record, jwt.encode(claims, self._secret, algorithm=ALGORITHM)
 
+    def delegate(self, principal: Principal, *, job_id: str, ttl_s: int) -> str:
+        """A short-lived credential for one job, acting as `principal` with its limits.
+
+        A task (an export on a worker) calls the server with it: it has the caller's
+        role, table allow-list, max_rows and timeout, and verifies as the caller's
+        token id, so what it reads, uploads and reports belongs to the caller. It
+        stops working when its job finishes, when the caller's token is revoked, or
+        after `ttl_s` (never later than the caller's own expiry). Recorded like any
+        token, so it can be listed and revoked.
+        """
+        now = time.time()
+        expires = now + ttl_s
+        if principal.expires_at is not None:
+            expires = min(expires, principal.expires_at)
+        record_id = uuid.uuid4().hex
+        self._meta.execute(
+            "INSERT INTO tokens (id, name, role, tables, max_rows, timeout_s, created_at, expires_at, created_by)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                record_id,
+                f"job {job_id} (delegated)",
+                principal.role.value,
+                json.dumps(list(principal.tables)) if principal.tables is not None else None,
+                principal.max_rows,
+                principal.timeout_s,
+                now,
+                expires,
+                principal.token_id,
+            ),
+        )
+        claims = {
+            "jti": record_id,
+            "sub": principal.name,
+            "role": principal.role.value,
+            "iat": int(now),
+            "exp": int(expires),
+            "tables": list(principal.tables) if principal.tables is not None else None,
+            "max_rows": principal.max_rows,
+            "timeout_s": principal.timeout_s,
+            "for": principal.token_id,
+            "job": job_id,
+        }
+        return jwt.encode(claims, self._secret, algorithm=ALGORITHM)
+
+    def _check_delegation(self, parent: str, job_id: str | None) -> None:
+        """A delegated credential lives only while its caller's token and its job do."""
+        if parent != ADMIN_BOOTSTRAP_ID:
+            row = self._meta.one("SELECT revoked_at FROM tokens WHERE id = ?", (parent,))
+            if row is None or row["revoked_at"] is not None:
+                raise Unauthenticated("the token this credential was delegated from is revoked")
+        if job_id is not None:
+            job = self._meta.one("SELECT state FROM jobs WHERE id = ?", (job_id,))
+            if job is None or job["state"] in ("succeeded", "failed", "cancelled"):
+                raise Unauthenticated("this job credential ended with its job")
+
     # -- verifying -----------------------------------------------------------
     def verify(self, token: str | None) -> Principal:
         """The principal a bearer token stands for; raises Unauthenticated otherwise."""
@@ -210,14 +267,18 @@ class TokenService:
         if row["revoked_at"] is not None:
             raise Unauthenticated("token revoked")
         tables = claims.get("tables")
+        parent = claims.get("for")
+        if parent is not None:
+            self._check_delegation(str(parent), claims.get("job"))
         return Principal(
-            token_id=claims["jti"],
+            token_id=str(parent) if parent is not None else claims["jti"],
             name=claims.get("sub", ""),
             role=Role(claims["role"]),
             tables=tuple(tables) if tables is not None else None,
             max_rows=claims.get("max_rows"),
             timeout_s=claims.get("timeout_s"),
             expires_at=float(claims["exp"]),
+            job_id=claims.get("job"),
         )
 
     # -- listing and revoking ------------------------------------------------

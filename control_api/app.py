@@ -7,7 +7,7 @@ from fastapi import FastAPI
 from agentdata import __version__
 from agentdata.core import Core
 from control_api.errors import install_error_handlers
-from control_api.routers import health, tokens
+from control_api.routers import artefacts, health, jobs, tokens
 
 
 def create_app(core: Core) -> FastAPI:
@@ -22,4 +22,6 @@ def create_app(core: Core) -> FastAPI:
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(tokens.router)
+    app.include_router(artefacts.router)
+    app.include_router(jobs.router)
     return app

@@ -32,12 +32,12 @@ import pyarrow.flight as fl
 from agentdata import metrics
 from agentdata.core import Core
 from agentdata.engine import ResultStream, StreamOptions, TableInfo
-from agentdata.errors import InvalidArgument, Unimplemented
+from agentdata.errors import AgentdataError, InvalidArgument, Unimplemented
 from agentdata.ingest import IngestRequest, ingest
 from agentdata.sqlguard import quote_ident
 from agentdata.tokens import Principal
 from flight_server.auth import MIDDLEWARE_KEY, AuthMiddlewareFactory, NoOpAuthHandler, principal_of
-from flight_server.errors import flight_errors, guard_stream
+from flight_server.errors import flight_errors, guard_stream, to_flight_error
 from flight_server.tickets import TicketStore
 
 log = logging.getLogger("agentdata.flight")
@@ -182,9 +182,7 @@ class AgentdataFlightServer(fl.FlightServerBase):
             stream = open_flight_stream(
                 self.core, context, principal, entry.sql, options, protocol="flight"
             )
-            return fl.GeneratorStream(
-                stream.schema, _with_truncation_note(stream, options, principal)
-            )
+            return to_data_stream(stream, _with_truncation_note(stream, options, principal))
 
     def do_put(
         self,
@@ -204,7 +202,13 @@ class AgentdataFlightServer(fl.FlightServerBase):
                 return
             principal.require_writer()
             request = _ingest_request(descriptor)
-            result = ingest(self.core.engine, principal, request, reader.to_reader())
+            result = ingest(
+                self.core.engine,
+                principal,
+                request,
+                reader.to_reader(),
+                is_cancelled=context.is_cancelled,
+            )
             metrics.ROWS_INGESTED.inc(result.rows)
             writer.write(
                 pa.py_buffer(
@@ -280,6 +284,30 @@ def open_flight_stream(
         raise
     metrics.QUERIES.labels(protocol, "ok").inc()
     return stream
+
+
+def to_data_stream(stream: ResultStream, items: Iterator[Any] | None = None) -> fl.FlightDataStream:
+    """The Flight stream for a result.
+
+    GeneratorStream keeps error codes (a timeout mid-stream reaches the client as
+    DEADLINE_EXCEEDED). It cannot send dictionary batches, though, so results with
+    dictionary columns (DuckDB ENUMs) go through RecordBatchStream, where an error
+    raised mid-stream arrives as UNKNOWN whose message still starts with "[code]".
+    """
+    if any(pa.types.is_dictionary(f.type) for f in stream.schema):
+        return fl.RecordBatchStream(
+            pa.RecordBatchReader.from_batches(stream.schema, _coded_errors(stream))
+        )
+    return fl.GeneratorStream(
+        stream.schema, items if items is not None else guard_stream(iter(stream))
+    )
+
+
+def _coded_errors(stream: ResultStream) -> Iterator[pa.RecordBatch]:
+    try:
+        yield from stream
+    except AgentdataError as err:
+        raise to_flight_error(err) from None
 
 
 def _with_truncation_note(

@@ -51,7 +51,9 @@ class ServerProcess:
 
     @staticmethod
     def options(token: str, timeout: float | None = None) -> fl.FlightCallOptions:
-        return fl.FlightCallOptions(headers=[(b"authorization", f"Bearer {token}".encode())], timeout=timeout)
+        return fl.FlightCallOptions(
+            headers=[(b"authorization", f"Bearer {token}".encode())], timeout=timeout
+        )
 
     def http(self, token: str | None = None) -> httpx.Client:
         headers = {"Authorization": f"Bearer {token or self.admin_token}"}
@@ -59,7 +61,10 @@ class ServerProcess:
 
     def create_token(self, role: str = "reader", **kwargs: Any) -> dict[str, Any]:
         with self.http() as c:
-            r = c.post("/api/v1/tokens", json={"name": kwargs.pop("name", f"t-{role}"), "role": role, **kwargs})
+            r = c.post(
+                "/api/v1/tokens",
+                json={"name": kwargs.pop("name", f"t-{role}"), "role": role, **kwargs},
+            )
             assert r.status_code == 201, r.text
             return r.json()  # type: ignore[no-any-return]
 
@@ -88,7 +93,14 @@ class ServerProcess:
         return self.proc.returncode
 
 
-def start_server(data_dir: Path, *, env: dict[str, str] | None = None, demo_rows: int = 20_000, args: list[str] | None = None, wait: float = 60) -> ServerProcess:
+def start_server(
+    data_dir: Path,
+    *,
+    env: dict[str, str] | None = None,
+    demo_rows: int = 20_000,
+    args: list[str] | None = None,
+    wait: float = 60,
+) -> ServerProcess:
     """Start `agentdata serve` and wait until both ports answer."""
     flight_port, http_port = free_port(), free_port()
     admin = "adt_test_" + os.urandom(12).hex()

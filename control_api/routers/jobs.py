@@ -1,0 +1,138 @@
+"""/api/v1/jobs: list, get, cancel, and the event endpoint workers report progress to.
+
+A job is `agentdata.jobs.Job.to_dict()`. Non-admins see and cancel only their own
+jobs (others' ids answer 404). Workers (admin tokens, or the job's owner) post
+events; every event's answer is the job, so a worker that reports progress learns
+from `cancel_requested` that it must stop.
+
+    POST /api/v1/jobs/{id}/events
+    {"event": "progress", "rows": 120000, "bytes": 5242880, "percent": 12.5}
+    -> 200 {"id": ..., "state": "running", "cancel_requested": true, ...}
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel, Field
+
+from agentdata.errors import Conflict, InvalidArgument, PermissionDenied
+from agentdata.jobs import JobState
+from control_api.deps import CoreDep, PrincipalDep
+
+router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
+
+JobKind = Literal["export", "sync", "maintenance"]
+JobStateName = Literal["queued", "running", "retrying", "succeeded", "failed", "cancelled"]
+
+
+class JobError(BaseModel):
+    step: str = Field(min_length=1, max_length=200, description="Where it failed, e.g. `extract`.")
+    code: str = Field(min_length=1, max_length=100, description="A stable error code.")
+    message: str = Field(max_length=10_000)
+
+
+class JobOut(BaseModel):
+    id: str
+    kind: str
+    state: JobStateName
+    owner: str | None
+    params: dict[str, Any]
+    task_id: str | None
+    progress_rows: int
+    progress_bytes: int
+    percent: float | None
+    attempts: int
+    result: dict[str, Any] | None
+    error: dict[str, Any] | None = Field(description="On failure: {step, code, message}.")
+    cancel_requested: bool
+    created_at: float
+    started_at: float | None
+    updated_at: float
+    progress_at: float | None
+    finished_at: float | None
+
+
+class JobPage(BaseModel):
+    items: list[JobOut]
+    total: int
+    limit: int
+    offset: int
+
+
+class JobEvent(BaseModel):
+    """One report from whoever runs the job."""
+
+    event: Literal["start", "progress", "retrying", "succeeded", "failed", "cancelled"]
+    rows: int | None = Field(None, ge=0, description="Rows done so far.")
+    bytes: int | None = Field(None, ge=0, description="Bytes done so far.")
+    percent: float | None = Field(None, ge=0, le=100)
+    task_id: str | None = Field(None, max_length=200)
+    result: dict[str, Any] | None = Field(None, description="On `succeeded`.")
+    error: JobError | None = Field(
+        None, description="Required on `failed`; optional on `retrying`."
+    )
+
+
+@router.get("", response_model=JobPage)
+def list_jobs(
+    core: CoreDep,
+    principal: PrincipalDep,
+    kind: JobKind | None = None,
+    state: JobStateName | None = None,
+    owner: Annotated[str | None, Query(description="Owner token id (admins only).")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> JobPage:
+    """Jobs visible to this token, newest first."""
+    if not principal.is_admin:
+        if owner is not None and owner != principal.token_id:
+            raise PermissionDenied("only an admin may list another token's jobs")
+        owner = principal.token_id
+    jobs, total = core.jobs.list(owner=owner, kind=kind, state=state, limit=limit, offset=offset)
+    return JobPage(
+        items=[JobOut(**j.to_dict()) for j in jobs], total=total, limit=limit, offset=offset
+    )
+
+
+@router.get("/{job_id}", response_model=JobOut)
+def get_job(job_id: str, core: CoreDep, principal: PrincipalDep) -> JobOut:
+    """One job, with its progress, result or error."""
+    return JobOut(**core.jobs.get_for(principal, job_id).to_dict())
+
+
+@router.delete("/{job_id}", response_model=JobOut)
+def cancel_job(job_id: str, core: CoreDep, principal: PrincipalDep) -> JobOut:
+    """Request cancellation: a queued job is cancelled at once; a running one stops at
+    its next progress report (the answer shows `cancel_requested`). 409 if finished."""
+    return JobOut(**core.jobs.request_cancel(principal, job_id).to_dict())
+
+
+@router.post("/{job_id}/events", response_model=JobOut)
+def post_job_event(job_id: str, body: JobEvent, core: CoreDep, principal: PrincipalDep) -> JobOut:
+    """Record a worker's report (admin tokens or the job's owner); answers the job."""
+    jobs = core.jobs
+    job = jobs.get_for(principal, job_id)
+    if JobState(job.state).finished:
+        raise Conflict(f"job already {job.state}")
+    if body.task_id and body.event != "start":
+        jobs.set_task_id(job_id, body.task_id)
+    if body.event == "start":
+        jobs.start(job_id, task_id=body.task_id)
+    has_numbers = body.rows is not None or body.bytes is not None or body.percent is not None
+    # A bare `progress` is a heartbeat: it still moves progress_at (stale-run detection).
+    if body.event == "progress" or (has_numbers and body.event in ("start", "succeeded")):
+        jobs.progress(job_id, rows=body.rows, nbytes=body.bytes, percent=body.percent)
+    if body.event == "retrying":
+        error = body.error.model_dump() if body.error else {"step": "unknown", "code": "retrying"}
+        jobs.retrying(job_id, error)
+    elif body.event == "succeeded":
+        jobs.succeed(job_id, body.result or {})
+    elif body.event == "failed":
+        if body.error is None:
+            raise InvalidArgument("a `failed` event needs `error`: {step, code, message}")
+        jobs.fail(job_id, step=body.error.step, code=body.error.code, message=body.error.message)
+    elif body.event == "cancelled":
+        jobs.mark_cancelled(job_id)
+    return JobOut(**jobs.get(job_id).to_dict())

@@ -1,0 +1,184 @@
+"""DoPut: append, replace and upsert are atomic; readers keep their snapshot; a
+client that drops mid-upload leaves the table untouched."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import pyarrow as pa
+import pyarrow.flight as fl
+import pytest
+
+from tests.support.server import ServerProcess
+
+
+def _put(
+    server: ServerProcess, token: str, descriptor: fl.FlightDescriptor, table: pa.Table
+) -> dict:
+    writer, reader = server.flight().do_put(descriptor, table.schema, server.options(token))
+    writer.write_table(table, max_chunksize=max(1, table.num_rows // 3))
+    writer.done_writing()
+    meta = reader.read()
+    writer.close()
+    return json.loads(meta.to_pybytes())
+
+
+def _cmd(**doc: object) -> fl.FlightDescriptor:
+    return fl.FlightDescriptor.for_command(json.dumps(doc).encode())
+
+
+def test_append_creates_then_appends(server: ServerProcess, writer_token: str) -> None:
+    t = pa.table({"id": [1, 2, 3], "name": ["a", "b", None]})
+    assert _put(server, writer_token, fl.FlightDescriptor.for_path("puts", "events"), t) == {
+        "table": "puts.events",
+        "rows": 3,
+        "created": True,
+    }
+    # Columns in another order still land by name.
+    t2 = pa.table({"name": ["d"], "id": [4]})
+    assert (
+        _put(server, writer_token, fl.FlightDescriptor.for_path("puts", "events"), t2)["rows"] == 1
+    )
+    got = server.query(writer_token, "SELECT * FROM puts.events ORDER BY id")
+    assert got.to_pydict() == {"id": [1, 2, 3, 4], "name": ["a", "b", None, "d"]}
+
+
+def test_replace_and_upsert(server: ServerProcess, writer_token: str) -> None:
+    base = pa.table({"k": [1, 2, 3], "v": ["one", "two", "three"]})
+    _put(server, writer_token, _cmd(table="puts.kv", mode="replace"), base)
+    up = pa.table({"k": [2, 4], "v": ["TWO", "four"]})
+    assert (
+        _put(server, writer_token, _cmd(table="puts.kv", mode="upsert", key=["k"]), up)["rows"] == 2
+    )
+    assert server.query(writer_token, "SELECT * FROM puts.kv ORDER BY k").to_pydict() == {
+        "k": [1, 2, 3, 4],
+        "v": ["one", "TWO", "three", "four"],
+    }
+    # The same upsert again changes nothing.
+    _put(server, writer_token, _cmd(table="puts.kv", mode="upsert", key=["k"]), up)
+    assert server.query(writer_token, "SELECT count(*) AS n FROM puts.kv").to_pydict() == {"n": [4]}
+    replaced = pa.table({"k": [9], "v": ["nine"]})
+    _put(server, writer_token, _cmd(table="puts.kv", mode="replace"), replaced)
+    assert server.query(writer_token, "SELECT * FROM puts.kv").to_pydict() == {
+        "k": [9],
+        "v": ["nine"],
+    }
+
+
+@pytest.mark.parametrize(
+    ("doc", "match"),
+    [
+        ({"table": "puts.kv", "mode": "merge"}, "mode must be"),
+        ({"table": "puts.kv", "mode": "upsert"}, "needs a non-empty 'key'"),
+        ({"table": "puts.kv", "mode": "upsert", "key": ["nope"]}, "key column"),
+        ({"mode": "append"}, "table"),
+        ({"table": "a.b.c.d"}, "schema.table"),
+    ],
+)
+def test_bad_put_commands(server: ServerProcess, writer_token: str, doc: dict, match: str) -> None:
+    with pytest.raises(pa.ArrowInvalid, match=match):
+        _put(server, writer_token, _cmd(**doc), pa.table({"k": [1], "v": ["x"]}))
+
+
+def test_type_mismatch_leaves_table_untouched(server: ServerProcess, writer_token: str) -> None:
+    _put(server, writer_token, _cmd(table="puts.typed", mode="replace"), pa.table({"n": [1, 2]}))
+    with pytest.raises(pa.ArrowInvalid):
+        _put(server, writer_token, _cmd(table="puts.typed"), pa.table({"n": ["not a number"]}))
+    assert server.query(writer_token, "SELECT n FROM puts.typed ORDER BY n").to_pydict() == {
+        "n": [1, 2]
+    }
+
+
+def test_reader_streaming_old_table_keeps_its_snapshot(
+    server: ServerProcess, writer_token: str
+) -> None:
+    n = 400_000
+    server.execute(
+        writer_token,
+        f"CREATE OR REPLACE TABLE puts.snap AS SELECT range AS id, 'old' AS gen FROM range({n})",
+    )
+    client = server.flight()
+    opts = server.options(writer_token)
+    info = client.get_flight_info(fl.FlightDescriptor.for_command(b"SELECT * FROM puts.snap"), opts)
+    stream = client.do_get(info.endpoints[0].ticket, opts)
+    first = stream.read_chunk().data  # the query is running now
+    # Swap the table while the stream is open.
+    new = pa.table({"id": pa.array(range(10), pa.int64()), "gen": ["new"] * 10})
+    assert _put(server, writer_token, _cmd(table="puts.snap", mode="replace"), new)["rows"] == 10
+    rest = stream.read_all()
+    rows = first.num_rows + rest.num_rows
+    gens = set(first.column("gen").to_pylist()) | set(rest.column("gen").to_pylist())
+    assert rows == n and gens == {"old"}
+    assert server.query(writer_token, "SELECT DISTINCT gen FROM puts.snap").to_pydict() == {
+        "gen": ["new"]
+    }
+
+
+def test_client_dropping_mid_upload_leaves_table_untouched(
+    server: ServerProcess, writer_token: str
+) -> None:
+    server.execute(
+        writer_token, "CREATE OR REPLACE TABLE puts.fragile AS SELECT range AS id FROM range(5)"
+    )
+    # A separate process streams batches, then dies without finishing the upload.
+    script = textwrap.dedent(
+        f"""
+        import os, pyarrow as pa, pyarrow.flight as fl
+        c = fl.connect("{server.flight_url}")
+        opts = fl.FlightCallOptions(headers=[(b"authorization", b"Bearer {writer_token}")])
+        d = fl.FlightDescriptor.for_command(b'{{"table": "puts.fragile", "mode": "replace"}}')
+        batch = pa.record_batch([pa.array(range(100_000), pa.int64())], names=["id"])
+        w, _ = c.do_put(d, batch.schema, opts)
+        for _ in range(20):
+            w.write_batch(batch)
+        os._exit(1)
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", script], timeout=60)
+    assert proc.returncode == 1
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        got = server.query(
+            writer_token, "SELECT count(*) AS n, sum(id) AS s FROM puts.fragile"
+        ).to_pydict()
+        assert got == {"n": [5], "s": [10]}
+        time.sleep(0.5)
+    # No staging table is visible.
+    names = (
+        server.query(server.admin_token, "SELECT table_name FROM duckdb_tables()")
+        .column(0)
+        .to_pylist()
+    )
+    assert not [n for n in names if n.startswith("stage_")]
+
+
+def test_concurrent_puts_to_one_table_all_land(server: ServerProcess, writer_token: str) -> None:
+    server.execute(writer_token, "CREATE OR REPLACE TABLE puts.many (w INTEGER, i BIGINT)")
+    errors: list[BaseException] = []
+
+    def put(w: int) -> None:
+        try:
+            t = pa.table(
+                {"w": pa.array([w] * 1000, pa.int32()), "i": pa.array(range(1000), pa.int64())}
+            )
+            _put(server, writer_token, _cmd(table="puts.many"), t)
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=put, args=(w,)) for w in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert server.query(
+        writer_token, "SELECT count(*) AS n, count(DISTINCT w) AS ws FROM puts.many"
+    ).to_pydict() == {
+        "n": [8000],
+        "ws": [8],
+    }
