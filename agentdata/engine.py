@@ -516,7 +516,8 @@ class Engine:
             if not found:
                 raise NotFound(f"no table {schema}.{name}")
             stat = self.meta.one("SELECT * FROM table_stats WHERE name = ?", (qualified,))
-            return self._table_info(cur, *found[0], stat)
+            schema_name, table_name, kind = found[0]
+            return self._table_info(cur, schema_name, table_name, kind, stat)
         finally:
             cur.close()
 

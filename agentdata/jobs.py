@@ -16,6 +16,7 @@ runs that stopped making progress.
 
 from __future__ import annotations
 
+import builtins
 import json
 import time
 import uuid
@@ -233,7 +234,7 @@ class JobStore:
     def delete(self, job_id: str) -> None:
         self._meta.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
 
-    def count_by_kind_state(self) -> list[tuple[str, str, int]]:
+    def count_by_kind_state(self) -> builtins.list[tuple[str, str, int]]:
         return [
             (r[0], r[1], int(r[2]))
             for r in self._meta.all("SELECT kind, state, count(*) FROM jobs GROUP BY 1, 2")

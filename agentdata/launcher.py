@@ -15,6 +15,7 @@ import socket
 import ssl
 from collections.abc import Callable, Iterator
 from types import FrameType
+from typing import Any
 
 import uvicorn
 
@@ -30,7 +31,7 @@ Component = tuple[Callable[[Core], None], Callable[[Core], None]]
 class _Server(uvicorn.Server):
     """uvicorn, minus its habit of re-raising the signal after a graceful exit."""
 
-    def __init__(self, config: uvicorn.Config, on_signal: Callable[[], None]) -> None:
+    def __init__(self, config: uvicorn.Config, on_signal: Callable[[], object]) -> None:
         super().__init__(config)
         self._on_signal = on_signal
 
@@ -118,7 +119,7 @@ def default_components() -> list[Component]:
     return []
 
 
-def _https_options(settings: Settings) -> dict[str, object]:
+def _https_options(settings: Settings) -> dict[str, Any]:
     if settings.tls_cert is None:
         return {}
     options: dict[str, object] = {

@@ -53,7 +53,7 @@ def to_flight_error(err: E.AgentdataError) -> Exception:
     target, _ = _lookup(err)
     message = f"[{err.code}] {err.message}"
     if issubclass(target, fl.FlightError):
-        return target(message, extra_info=err.code.encode())
+        return target(message, extra_info=err.code.encode())  # type: ignore[call-arg]
     return target(message)
 
 
