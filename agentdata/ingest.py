@@ -15,14 +15,15 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 import duckdb
 import pyarrow as pa
 
+from agentdata import schema_evolution
 from agentdata.engine import Engine, translate_errors
-from agentdata.errors import Cancelled, InvalidArgument, PermissionDenied
+from agentdata.errors import Cancelled, InvalidArgument, NotFound, PermissionDenied
 from agentdata.sqlguard import parse_table_ref, quote_ident
 from agentdata.tokens import Principal
 
@@ -31,6 +32,9 @@ class IngestMode(StrEnum):
     APPEND = "append"
     REPLACE = "replace"
     UPSERT = "upsert"
+    #: The upload is the full set of keys at the source: delete table rows whose key
+    #: is not among them (delete reconciliation for syncs). Nothing is inserted.
+    RECONCILE = "reconcile"
 
 
 @dataclass(frozen=True)
@@ -40,9 +44,19 @@ class IngestRequest:
     table: str
     mode: IngestMode = IngestMode.APPEND
     key: tuple[str, ...] = ()
+    evolve: bool = False  # absorb added / widened columns (see agentdata.schema_evolution)
+    snapshot: str | None = None  # set by syncs: the source snapshot this load came from
 
     @classmethod
-    def parse(cls, table: str, mode: str = "append", key: list[str] | None = None) -> IngestRequest:
+    def parse(
+        cls,
+        table: str,
+        mode: str = "append",
+        key: list[str] | None = None,
+        *,
+        evolve: bool = False,
+        snapshot: str | None = None,
+    ) -> IngestRequest:
         """Validate user input into a request (InvalidArgument on anything off)."""
         try:
             mode_v = IngestMode(mode)
@@ -54,17 +68,32 @@ class IngestRequest:
             not isinstance(key, list) or not all(isinstance(k, str) and k for k in key)
         ):
             raise InvalidArgument("key must be a list of column names")
-        if mode_v is IngestMode.UPSERT and not key:
-            raise InvalidArgument("upsert needs a non-empty 'key' (list of column names)")
+        if mode_v in (IngestMode.UPSERT, IngestMode.RECONCILE) and not key:
+            raise InvalidArgument(f"{mode_v.value} needs a non-empty 'key' (list of column names)")
+        if not isinstance(evolve, bool):
+            raise InvalidArgument("evolve must be true or false")
+        if snapshot is not None and not isinstance(snapshot, str):
+            raise InvalidArgument("snapshot must be a string")
         parse_table_ref(table)
-        return cls(table=table, mode=mode_v, key=tuple(key or ()))
+        return cls(table=table, mode=mode_v, key=tuple(key or ()), evolve=evolve, snapshot=snapshot)
 
 
 @dataclass(frozen=True)
 class IngestResult:
     table: str
-    rows: int
+    rows: int  # rows uploaded (for reconcile: keys uploaded)
     created: bool
+    deleted: int = 0  # rows removed by upsert replacement or reconciliation
+    schema_changes: dict[str, list[str]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "table": self.table,
+            "rows": self.rows,
+            "created": self.created,
+            "deleted": self.deleted,
+            "schema_changes": self.schema_changes,
+        }
 
 
 def ingest(
@@ -107,17 +136,27 @@ def ingest(
             exists = w.execute(
                 "SELECT count(*) FROM duckdb_tables() WHERE schema_name = $1 AND table_name = $2",
                 [schema, table],
-            ).fetchall()[0][0]  # type: ignore[index]
-            if not exists or request.mode is IngestMode.REPLACE:
+            ).fetchall()[0][0]
+            changes: dict[str, list[str]] = {}
+            deleted = 0
+            if request.mode is IngestMode.RECONCILE:
+                if not exists:
+                    raise NotFound(f"no table {qualified} to reconcile")
+                deleted = _count(
+                    w,
+                    f"DELETE FROM {target} WHERE NOT EXISTS (SELECT 1 FROM temp.{stage} AS s WHERE {_match(target, request.key)})",
+                )
+            elif not exists or request.mode is IngestMode.REPLACE:
                 w.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(schema)}")
                 w.execute(f"CREATE OR REPLACE TABLE {target} AS SELECT * FROM temp.{stage}")
-            elif request.mode is IngestMode.APPEND:
-                w.execute(f"INSERT INTO {target} BY NAME SELECT * FROM temp.{stage}")
             else:
-                match = " AND ".join(
-                    f"{target}.{quote_ident(k)} = s.{quote_ident(k)}" for k in request.key
-                )
-                w.execute(f"DELETE FROM {target} USING temp.{stage} AS s WHERE {match}")
+                if request.evolve:
+                    changes = _evolve(w, target, qualified, stage)
+                if request.mode is IngestMode.UPSERT:
+                    deleted = _count(
+                        w,
+                        f"DELETE FROM {target} USING temp.{stage} AS s WHERE {_match(target, request.key)}",
+                    )
                 w.execute(f"INSERT INTO {target} BY NAME SELECT * FROM temp.{stage}")
     finally:
         try:
@@ -125,5 +164,44 @@ def ingest(
         except duckdb.Error:
             pass
         cur.close()
-    engine.touch_tables({qualified})
-    return IngestResult(table=qualified, rows=staged, created=not exists)
+    engine.touch_tables({qualified}, synced=request.snapshot is not None, snapshot=request.snapshot)
+    return IngestResult(
+        table=qualified, rows=staged, created=not exists, deleted=deleted, schema_changes=changes
+    )
+
+
+def _match(target: str, key: tuple[str, ...]) -> str:
+    return " AND ".join(f"{target}.{quote_ident(k)} = s.{quote_ident(k)}" for k in key)
+
+
+def _count(cur: duckdb.DuckDBPyConnection, sql: str) -> int:
+    rows = cur.execute(sql).fetchall()
+    return int(rows[0][0]) if rows else 0
+
+
+def _columns(cur: duckdb.DuckDBPyConnection, ref: str) -> dict[str, str]:
+    return {r[0]: r[1] for r in cur.execute(f"DESCRIBE {ref}").fetchall()}
+
+
+def _evolve(
+    cur: duckdb.DuckDBPyConnection, target: str, qualified: str, stage: str
+) -> dict[str, list[str]]:
+    """Add and widen columns inside the load's transaction; refuse incompatible changes."""
+    plan = schema_evolution.plan(_columns(cur, target), _columns(cur, f"temp.{stage}"))
+    if plan.incompatible:
+        name, old, new = plan.incompatible[0]
+        raise InvalidArgument(
+            f"incompatible schema change on {qualified}.{name}: {old} -> {new} (not a widening); "
+            "nothing was written",
+            detail={
+                "column": name,
+                "old_type": old,
+                "new_type": new,
+                "reason": "incompatible_schema",
+            },
+        )
+    for name, type_ in plan.added:
+        cur.execute(f"ALTER TABLE {target} ADD COLUMN {quote_ident(name)} {type_}")
+    for name, _old, new in plan.widened:
+        cur.execute(f"ALTER TABLE {target} ALTER COLUMN {quote_ident(name)} TYPE {new}")
+    return plan.summary()

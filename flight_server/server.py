@@ -210,13 +210,7 @@ class AgentdataFlightServer(fl.FlightServerBase):
                 is_cancelled=context.is_cancelled,
             )
             metrics.ROWS_INGESTED.inc(result.rows)
-            writer.write(
-                pa.py_buffer(
-                    json.dumps(
-                        {"table": result.table, "rows": result.rows, "created": result.created}
-                    ).encode()
-                )
-            )
+            writer.write(pa.py_buffer(json.dumps(result.to_dict()).encode()))
 
     # -- actions ---------------------------------------------------------------
     def list_actions(self, context: fl.ServerCallContext) -> list[tuple[str, str]]:
@@ -365,7 +359,16 @@ def _ingest_request(descriptor: fl.FlightDescriptor) -> IngestRequest:
         ) from None
     if not isinstance(doc, dict) or not isinstance(doc.get("table"), str):
         raise InvalidArgument('DoPut command needs {"table": "schema.table"}')
-    return IngestRequest.parse(doc["table"], doc.get("mode", "append"), doc.get("key"))
+    unknown = set(doc) - {"table", "mode", "key", "evolve", "snapshot"}
+    if unknown:
+        raise InvalidArgument(f"unknown DoPut option(s): {', '.join(sorted(unknown))}")
+    return IngestRequest.parse(
+        doc["table"],
+        doc.get("mode", "append"),
+        doc.get("key"),
+        evolve=doc.get("evolve", False),
+        snapshot=doc.get("snapshot"),
+    )
 
 
 def _iso(ts: float | None) -> str | None:

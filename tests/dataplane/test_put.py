@@ -38,6 +38,8 @@ def test_append_creates_then_appends(server: ServerProcess, writer_token: str) -
         "table": "puts.events",
         "rows": 3,
         "created": True,
+        "deleted": 0,
+        "schema_changes": {},
     }
     # Columns in another order still land by name.
     t2 = pa.table({"name": ["d"], "id": [4]})
@@ -75,6 +77,9 @@ def test_replace_and_upsert(server: ServerProcess, writer_token: str) -> None:
     [
         ({"table": "puts.kv", "mode": "merge"}, "mode must be"),
         ({"table": "puts.kv", "mode": "upsert"}, "needs a non-empty 'key'"),
+        ({"table": "puts.kv", "mode": "reconcile"}, "needs a non-empty 'key'"),
+        ({"table": "puts.kv", "evolve": "yes"}, "evolve must be"),
+        ({"table": "puts.kv", "colour": "red"}, "unknown DoPut option"),
         ({"table": "puts.kv", "mode": "upsert", "key": ["nope"]}, "key column"),
         ({"mode": "append"}, "table"),
         ({"table": "a.b.c.d"}, "schema.table"),
@@ -182,3 +187,88 @@ def test_concurrent_puts_to_one_table_all_land(server: ServerProcess, writer_tok
         "n": [8000],
         "ws": [8],
     }
+
+
+def test_evolve_adds_and_widens_columns_and_reports_missing(
+    server: ServerProcess, writer_token: str
+) -> None:
+    first = pa.table(
+        {
+            "id": pa.array([1, 2], pa.int32()),
+            "price": pa.array([1, 2], pa.int32()),
+            "gone": ["a", "b"],
+        }
+    )
+    _put(server, writer_token, _cmd(table="puts.evolving", mode="replace"), first)
+    second = pa.table(
+        {
+            "id": pa.array([3], pa.int64()),  # INTEGER -> BIGINT: widened
+            "price": pa.array([2.5], pa.float64()),  # INTEGER -> DOUBLE: widened
+            "added": ["new"],  # new column
+        }
+    )
+    result = _put(server, writer_token, _cmd(table="puts.evolving", evolve=True), second)
+    assert result["schema_changes"] == {
+        "added": ["added"],
+        "widened": ["id", "price"],
+        "missing": ["gone"],
+    }
+    got = server.query(writer_token, "SELECT * FROM puts.evolving ORDER BY id")
+    assert (
+        got.schema.field("id").type == pa.int64() and got.schema.field("price").type == pa.float64()
+    )
+    assert got.to_pydict() == {
+        "id": [1, 2, 3],
+        "price": [1.0, 2.0, 2.5],
+        "gone": ["a", "b", None],
+        "added": [None, None, "new"],
+    }
+
+
+def test_evolve_refuses_incompatible_change_and_writes_nothing(
+    server: ServerProcess, writer_token: str
+) -> None:
+    _put(
+        server,
+        writer_token,
+        _cmd(table="puts.strict", mode="replace"),
+        pa.table({"id": [1], "when": ["x"]}),
+    )
+    bad = pa.table({"id": [2], "when": pa.array([1.5], pa.float64())})  # VARCHAR -> DOUBLE
+    with pytest.raises(
+        pa.ArrowInvalid, match=r"incompatible schema change on puts.strict.when: VARCHAR -> DOUBLE"
+    ):
+        _put(server, writer_token, _cmd(table="puts.strict", evolve=True), bad)
+    assert server.query(writer_token, "SELECT * FROM puts.strict").to_pydict() == {
+        "id": [1],
+        "when": ["x"],
+    }
+
+
+def test_reconcile_deletes_keys_missing_from_upload_and_records_snapshot(
+    server: ServerProcess, writer_token: str
+) -> None:
+    _put(
+        server,
+        writer_token,
+        _cmd(table="puts.rec", mode="replace"),
+        pa.table({"k": [1, 2, 3, 4], "v": list("abcd")}),
+    )
+    result = _put(
+        server,
+        writer_token,
+        _cmd(table="puts.rec", mode="reconcile", key=["k"], snapshot="snap-42"),
+        pa.table({"k": [1, 3]}),
+    )
+    assert result["deleted"] == 2
+    assert server.query(writer_token, "SELECT * FROM puts.rec ORDER BY k").to_pydict() == {
+        "k": [1, 3],
+        "v": ["a", "c"],
+    }
+    info = [
+        i
+        for i in server.flight().list_flights(options=server.options(writer_token))
+        if i.descriptor.path == [b"puts", b"rec"]
+    ][0]
+    meta = json.loads(info.app_metadata)
+    assert meta["source_snapshot"] == "snap-42" and meta["last_synced"] is not None
