@@ -74,6 +74,17 @@ MIGRATIONS: list[str] = [
     )""",
     "CREATE INDEX artefacts_owner ON artefacts(owner, created_at)",
     "CREATE INDEX artefacts_expires ON artefacts(expires_at)",
+    # Sync specs (Snowflake -> table); the spec itself is JSON validated by agentdata.syncs.
+    """CREATE TABLE syncs (
+        name TEXT PRIMARY KEY,
+        spec TEXT NOT NULL,           -- JSON
+        origin TEXT NOT NULL,         -- api | file
+        runs INTEGER NOT NULL DEFAULT 0,
+        last_job_id TEXT,
+        last_run_at REAL,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL
+    )""",
 ]
 
 

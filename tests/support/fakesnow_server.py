@@ -144,7 +144,10 @@ class FakesnowServer:
         while time.monotonic() < deadline:
             if not self.running:
                 raise RuntimeError(f"fakesnow exited during startup:\n{self.log_tail()}")
-            with contextlib.suppress(OSError), socket.create_connection((self.host, self.port), 0.2):
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection((self.host, self.port), 0.2),
+            ):
                 return
             time.sleep(0.05)
         self.stop()
@@ -223,10 +226,9 @@ def fakesnow_fixture(data_dir: Path | None = None, **kwargs: Any) -> Iterator[Fa
 
 def _patch_null_timestamps() -> None:
     """Make the emulator send NULL timestamps as null structs, as Snowflake does."""
+    import fakesnow.arrow
     import pyarrow as pa
     import pyarrow.compute as pc
-
-    import fakesnow.arrow
 
     original = fakesnow.arrow.timestamp_to_sf_struct
 
@@ -252,9 +254,8 @@ def _serve(argv: list[str]) -> int:
     parser.add_argument("--db-path", required=True)
     args = parser.parse_args(argv)
 
-    import uvicorn
-
     import fakesnow.server
+    import uvicorn
     from fakesnow.instance import FakeSnow
 
     _patch_null_timestamps()

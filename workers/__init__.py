@@ -1,0 +1,1 @@
+"""Background work on Celery (or in-process): Snowflake syncs, exports and cleanup."""

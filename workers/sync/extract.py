@@ -1,0 +1,553 @@
+"""Snowflake → Arrow record batches: the extract stage of a sync.
+
+    with SnowflakeExtractor(SnowflakeSettings()) as extractor:
+        columns = extractor.describe_source("SALES.PUBLIC.ORDERS")     # names + Snowflake types
+        with extractor.extract("SALES.PUBLIC.ORDERS",
+                               since=Since("UPDATED_AT", watermark),  # WHERE "UPDATED_AT" >= ?
+                               progress=job.report) as batches:
+            put(batches.schema, batches)       # conformed pa.RecordBatch stream, never a table
+
+A source is `DB.SCHEMA.TABLE` (one to three parts, quoted parts allowed) or a SELECT (or
+WITH ...) statement; a SELECT is wrapped as a subquery when columns or a filter are added.
+Batches are streamed from `cursor.fetch_arrow_batches()` chunk by chunk, sliced to at
+most `max_batch_rows`, and converted to the target Arrow types of `workers.sync.types`, so
+memory holds the connector's prefetched chunks and one batch, whatever the table size.
+
+Errors cross this boundary once: every Snowflake connector exception (and socket-level
+`OSError`) raised inside the extractor leaves it as one of
+
+    agentdata.errors.Unavailable ── TransientSourceError   retry with backoff
+    agentdata.errors.InvalidArgument ── TerminalSourceError   fail the run at once
+                                     ── types.UnmappedTypeError, types.ConversionError
+
+each carrying `step`, `source`, and the Snowflake `errno` / `sqlstate` (also in `detail`,
+which the job record shows). `classify()` is the sorting rule; it is by error code first,
+then by exception class, and is documented next to the codes it names.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+
+from agentdata.errors import AgentdataError, InvalidArgument, Unavailable
+from workers.sync.credentials import SnowflakeSettings
+from workers.sync.types import (
+    SourceColumn,
+    TargetColumn,
+    conform_batch,
+    map_columns,
+    target_schema,
+)
+
+STEP = "extract"
+
+# Called after each batch with the running totals (rows, Arrow bytes) of the extraction.
+ProgressCallback = Callable[[int, int], None]
+
+
+# -- errors ------------------------------------------------------------------------------
+
+
+class _SourceFailure(AgentdataError):
+    """What both source errors carry: the failing step, the source, Snowflake's codes."""
+
+    transient = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        step: str = STEP,
+        source: str | None = None,
+        errno: int | None = None,
+        sqlstate: str | None = None,
+    ) -> None:
+        detail = {"step": step, "source": source, "errno": errno, "sqlstate": sqlstate}
+        super().__init__(message, detail={k: v for k, v in detail.items() if v is not None})
+        self.step = step
+        self.source = source
+        self.errno = errno
+        self.sqlstate = sqlstate
+
+
+class TransientSourceError(_SourceFailure, Unavailable):
+    """Snowflake could not be reached or gave up for now (network, timeout, 5xx): retry."""
+
+    transient = True
+
+
+class TerminalSourceError(_SourceFailure, InvalidArgument):
+    """Snowflake refused for good (credentials, SQL, missing object, permission): don't retry."""
+
+
+# Snowflake error codes, from the connector's `errorcode.py` (25xxxx: client side) and
+# Snowflake's server messages. Codes decide first because one class (e.g. DatabaseError)
+# carries both kinds.
+_TRANSIENT_ERRNOS = frozenset(
+    {
+        250001,  # ER_FAILED_TO_CONNECT_TO_DB: login could not reach the service
+        250002,  # ER_CONNECTION_IS_CLOSED
+        250003,  # ER_FAILED_TO_REQUEST: a request failed after the connector's own retries
+        250005,  # ER_FAILED_TO_SERVER
+        251011,  # ER_CONNECTION_TIMEOUT
+        251012,  # ER_RETRYABLE_CODE
+        252007,  # ER_FAILED_TO_RENEW_SESSION
+        252010,  # ER_CHUNK_DOWNLOAD_FAILED: a result chunk could not be fetched
+        252013,  # ER_INCOMPLETE_RESULT_CHUNK
+        604,  # SQL execution canceled (e.g. the warehouse was resized or restarted)
+        630,  # statement reached its statement or warehouse timeout
+        390112,  # session no longer exists: log in again
+        390114,  # authentication token expired: log in again
+    }
+)
+# Logins refused for good: wrong password (390100), locked (390101) or disabled (390102)
+# user, invalid key-pair JWT (390144), ... Everything in 390xxx not listed above.
+_LOGIN_ERRNOS = range(390000, 391000)
+_AUTH_SQLSTATES = frozenset({"28000", "08004"})  # authorization failure, connection rejected
+_HTTP_ERRNO_BASE = 290000  # the connector's HttpError errno is 290000 + HTTP status
+_TRANSIENT_HTTP = frozenset({401, 408, 429, 500, 502, 503, 504})  # 401: session lost
+
+
+def _codes(exc: BaseException) -> tuple[int | None, str | None]:
+    errno = getattr(exc, "errno", None)
+    sqlstate = getattr(exc, "sqlstate", None)
+    # The connector fills unknown codes with -1 and "n/a".
+    errno = errno if isinstance(errno, int) and errno >= 0 else None
+    sqlstate = sqlstate if isinstance(sqlstate, str) and sqlstate != "n/a" else None
+    return errno, sqlstate
+
+
+def classify(exc: BaseException) -> bool | None:
+    """True if `exc` is transient, False if terminal, None if it is not a source error.
+
+    Transient: network failures and timeouts (OperationalError, 250001/250003 and the other
+    codes in `_TRANSIENT_ERRNOS`), HTTP 5xx/408/429, a lost session (HTTP 401 after the
+    server restarted, 390112/390114), Snowflake internal errors (sqlstate XX000), connection
+    exceptions (sqlstate 08xxx), and plain socket errors. Terminal: authentication
+    (sqlstate 28000/08004, login codes 390xxx), SQL compilation and missing objects
+    (ProgrammingError: 001003 syntax error, 002003 object does not exist, 003001
+    insufficient privileges), HTTP 403 and other 4xx, bad configuration, and any other
+    connector error, so an unknown failure is reported rather than retried in a loop.
+    """
+    from snowflake.connector import errors as sf
+
+    if isinstance(exc, AgentdataError):
+        return None
+    if isinstance(exc, sf.Error):
+        errno, sqlstate = _codes(exc)
+        if errno in _TRANSIENT_ERRNOS and errno in _LOGIN_ERRNOS:
+            return True  # a session or token that expired: logging in again fixes it
+        if sqlstate in _AUTH_SQLSTATES or errno in _LOGIN_ERRNOS:
+            return False
+        # Before the codes: the connector re-raises an HTTP 403 at login with the
+        # "failed to connect" errno 250001, which alone would look transient.
+        if isinstance(exc, sf.ForbiddenError | sf.BadRequest | sf.MethodNotAllowed):
+            return False
+        if isinstance(exc, sf.NonRetryableTlsError):
+            return False
+        if errno in _TRANSIENT_ERRNOS:
+            return True
+        # Network-level failures are retryable, whatever code they carry.
+        if isinstance(
+            exc,
+            sf.OperationalError
+            | sf.InternalServerError
+            | sf.ServiceUnavailableError
+            | sf.GatewayTimeoutError
+            | sf.BadGatewayError
+            | sf.RequestTimeoutError
+            | sf.TooManyRequests
+            | sf.OtherHTTPRetryableError
+            | sf.RequestExceedMaxRetryError,
+        ):
+            return True
+        if errno is not None and _HTTP_ERRNO_BASE <= errno < _HTTP_ERRNO_BASE + 600:
+            return errno - _HTTP_ERRNO_BASE in _TRANSIENT_HTTP
+        # Connection exception, or Snowflake's "internal error, please retry".
+        # Otherwise ProgrammingError (compilation, missing object, privileges), DataError,
+        # IntegrityError, NotSupportedError, InterfaceError and anything unknown: terminal.
+        return sqlstate is not None and (sqlstate.startswith("08") or sqlstate == "XX000")
+    # A missing or unreadable key file is configuration, not an outage.
+    if isinstance(exc, FileNotFoundError | PermissionError | IsADirectoryError):
+        return False
+    # requests/urllib3 connection errors and socket timeouts all derive from OSError.
+    if isinstance(exc, OSError):
+        return True
+    return None
+
+
+def to_source_error(
+    exc: BaseException, *, source: str | None, step: str = STEP
+) -> TransientSourceError | TerminalSourceError:
+    """The project error for a Snowflake (or socket) exception; see `classify`."""
+    errno, sqlstate = _codes(exc)
+    # The connector's message already starts with "errno (sqlstate): ".
+    reason = getattr(exc, "msg", None) or str(exc) or type(exc).__name__
+    where = f"source {source!r}" if source else "Snowflake"
+    if classify(exc):
+        return TransientSourceError(
+            f"{step}: Snowflake unavailable for {where}: {reason}",
+            step=step,
+            source=source,
+            errno=errno,
+            sqlstate=sqlstate,
+        )
+    return TerminalSourceError(
+        f"{step}: Snowflake rejected {where}: {reason}",
+        step=step,
+        source=source,
+        errno=errno,
+        sqlstate=sqlstate,
+    )
+
+
+@contextlib.contextmanager
+def translate_errors(source: str | None, *, step: str = STEP) -> Iterator[None]:
+    """Re-raise Snowflake and socket exceptions as `Transient/TerminalSourceError`.
+
+    The project's own errors and anything else (bugs) pass through unchanged.
+    """
+    try:
+        yield
+    except Exception as exc:
+        if classify(exc) is None:
+            raise
+        raise to_source_error(exc, source=source, step=step) from exc
+
+
+# -- sources and queries -----------------------------------------------------------------
+
+_IDENTIFIER = r'(?:[A-Za-z_][A-Za-z0-9_$]*|"(?:[^"]|"")+")'
+_TABLE_NAME = re.compile(rf"^{_IDENTIFIER}(?:\.{_IDENTIFIER}){{0,2}}$")
+_QUERY = re.compile(r"^\(*\s*(?:select|with)\b", re.IGNORECASE)
+
+
+def quote_identifier(name: str) -> str:
+    """`name` as an exact (case-sensitive) Snowflake identifier: `a"b` → `"a""b"`."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def is_query(source: str) -> bool:
+    """Whether a source is a SELECT/WITH statement rather than a table name."""
+    return bool(_QUERY.match(source.strip()))
+
+
+def validate_source(source: str) -> str:
+    """The source, trimmed; `TerminalSourceError` unless it is a table name or a SELECT."""
+    text = source.strip().rstrip(";").strip()
+    if is_query(text) or _TABLE_NAME.match(text):
+        return text
+    raise TerminalSourceError(
+        f"{STEP}: source {source!r} is neither DB.SCHEMA.TABLE nor a SELECT statement",
+        source=source,
+    )
+
+
+@dataclass(frozen=True)
+class Since:
+    """An incremental lower bound: rows whose `column` is at or after `value`.
+
+    `column` is the exact column name (as `describe_source` reports it; see
+    `resolve_column` for user spellings); `value` is bound as a query parameter, never
+    spliced into the SQL.
+    """
+
+    column: str
+    value: Any
+
+
+def build_query(
+    source: str, *, columns: Sequence[str] | None = None, since: Since | None = None
+) -> tuple[str, list[Any]]:
+    """The SELECT (and its qmark parameters) that reads `columns` of `source` since `since`."""
+    text = validate_source(source)
+    if is_query(text) and columns is None and since is None:
+        return text, []
+    relation = f'({text}) AS "_agentdata_src"' if is_query(text) else text
+    projection = ", ".join(quote_identifier(c) for c in columns) if columns else "*"
+    query = f"SELECT {projection} FROM {relation}"
+    if since is None:
+        return query, []
+    return f"{query} WHERE {quote_identifier(since.column)} >= ?", [since.value]
+
+
+def resolve_column(name: str, columns: Sequence[SourceColumn], *, source: str) -> str:
+    """The exact column name a user's spelling refers to, by Snowflake's identifier rules.
+
+    `"MixedCase"` (quoted) matches exactly; an unquoted name matches exactly or, failing
+    that, case-insensitively (Snowflake folds unquoted identifiers to upper case). Raises
+    `TerminalSourceError` naming the column when there is no single match.
+    """
+    names = [c.name for c in columns]
+    if len(name) >= 2 and name.startswith('"') and name.endswith('"'):
+        wanted = name[1:-1].replace('""', '"')
+        if wanted in names:
+            return wanted
+    elif name in names:
+        return name
+    else:
+        matches = [n for n in names if n.upper() == name.upper()]
+        if len(matches) == 1:
+            return matches[0]
+    raise TerminalSourceError(
+        f"{STEP}: column {name!r} not found in source {source!r} (columns: {', '.join(names)})",
+        source=source,
+    )
+
+
+# -- the extractor -----------------------------------------------------------------------
+
+
+class Extraction:
+    """One running extraction: iterate it for conformed `pa.RecordBatch`es.
+
+    `schema` and `columns` are known before the first batch (an empty source still has
+    them). `rows`, `bytes` and `batches` grow as the stream is consumed; `query_id` is
+    Snowflake's id for the query, a reference to the snapshot that was read. Close it (or
+    use `with`) to release the cursor if the stream is abandoned early.
+    """
+
+    def __init__(
+        self,
+        *,
+        cursor: Any,
+        source: str,
+        query: str,
+        columns: list[SourceColumn],
+        targets: list[TargetColumn],
+        max_batch_rows: int,
+        progress: ProgressCallback | None,
+        on_transient: Callable[[], None],
+    ) -> None:
+        self.source = source
+        self.query = query
+        self.query_id: str | None = getattr(cursor, "sfqid", None)
+        self.columns = columns
+        self.targets = targets
+        self.schema = target_schema(targets)
+        self.rows = 0
+        self.bytes = 0
+        self.batches = 0
+        self._cursor = cursor
+        self._max_batch_rows = max_batch_rows
+        self._progress = progress
+        self._on_transient = on_transient
+        self._stream = self._generate()
+
+    def __iter__(self) -> Iterator[pa.RecordBatch]:
+        return self
+
+    def __next__(self) -> pa.RecordBatch:
+        try:
+            return next(self._stream)
+        except TransientSourceError:
+            self._on_transient()
+            self.close()
+            raise
+        except Exception:
+            self.close()
+            raise
+
+    def __enter__(self) -> Extraction:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def reader(self) -> pa.RecordBatchReader:
+        """The stream as a `RecordBatchReader` (what Flight's DoPut writer consumes)."""
+        return pa.RecordBatchReader.from_batches(self.schema, self)
+
+    def close(self) -> None:
+        """Stop the stream and release the cursor; safe to call more than once."""
+        self._stream.close()
+        cursor, self._cursor = self._cursor, None
+        if cursor is not None:
+            with contextlib.suppress(Exception):
+                cursor.close()
+
+    def _generate(self) -> Generator[pa.RecordBatch, None, None]:
+        # Microseconds throughout: DuckDB's resolution, one schema for every chunk (the
+        # connector otherwise picks the unit per chunk), and no overflow for dates
+        # outside 1677-2262 that nanoseconds cannot hold.
+        with translate_errors(self.source):
+            chunks = self._cursor.fetch_arrow_batches(force_microsecond_precision=True)
+        while True:
+            with translate_errors(self.source):
+                chunk = next(chunks, None)
+            if chunk is None:
+                return
+            # A chunk is a whole Snowflake result chunk (the emulator sends the entire
+            # result as one); slicing is zero-copy and bounds what the loader holds.
+            for raw in chunk.to_batches(max_chunksize=self._max_batch_rows):
+                if raw.num_rows == 0:
+                    continue
+                batch = conform_batch(raw, self.targets, self.schema)
+                self.rows += batch.num_rows
+                self.bytes += batch.nbytes
+                self.batches += 1
+                if self._progress is not None:
+                    self._progress(self.rows, self.bytes)
+                yield batch
+
+
+class SnowflakeExtractor:
+    """Reads Snowflake sources as Arrow batches over one lazily opened connection.
+
+    Not thread-safe: use one extractor per task. A transient failure drops the
+    connection, so a retry through the same extractor logs in afresh.
+    """
+
+    # Options the extractor relies on, whatever the credentials say.
+    _REQUIRED_OPTIONS: Mapping[str, Any] = {
+        # NUMBER(p,s) with s > 0 as decimal128, not float64 (which loses digits).
+        "arrow_number_to_decimal": True,
+        # Server-side binding for the incremental bound: values are never spliced into SQL.
+        "paramstyle": "qmark",
+    }
+
+    def __init__(
+        self,
+        settings: SnowflakeSettings | None = None,
+        *,
+        max_batch_rows: int = 65_536,
+        connect_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        """`connect_options` are extra `snowflake.connector.connect` arguments (tests,
+        tuning such as `client_prefetch_threads`); the credentials come from `settings`."""
+        if max_batch_rows < 1:
+            raise ValueError("max_batch_rows must be positive")
+        self.settings = settings if settings is not None else SnowflakeSettings()
+        self.max_batch_rows = max_batch_rows
+        self._connect_options = dict(connect_options or {})
+        self._conn: Any = None
+
+    def __enter__(self) -> SnowflakeExtractor:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        # Never the credentials: the account is enough to tell extractors apart.
+        return f"SnowflakeExtractor(account={self.settings.account!r})"
+
+    def close(self) -> None:
+        """Close the connection, if one is open."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.close()
+
+    # -- operations ----------------------------------------------------------------------
+    def describe_source(self, source: str) -> list[SourceColumn]:
+        """The source's columns with their Snowflake types, without reading any rows."""
+        query, _ = build_query(source)
+        with self._cursor(source) as cursor, self._translated(source):
+            metadata = cursor.describe(query)
+        if not metadata:
+            raise TerminalSourceError(f"{STEP}: source {source!r} has no columns", source=source)
+        return [SourceColumn.from_metadata(meta) for meta in metadata]
+
+    def extract(
+        self,
+        source: str,
+        *,
+        columns: Sequence[str] | None = None,
+        since: Since | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> Extraction:
+        """Start reading `source` (optionally only `columns`, only rows since `since`).
+
+        The query runs now, so a missing table or bad SQL fails here; the rows are
+        fetched as the returned `Extraction` is iterated. An unmapped column type raises
+        `UnmappedTypeError` here too, before any row is read.
+        """
+        query, params = build_query(source, columns=columns, since=since)
+        conn = self._connection(source)
+        with self._translated(source):
+            cursor = conn.cursor()
+        try:
+            with self._translated(source):
+                cursor.execute(query, params or None)
+                metadata = cursor.description
+            source_columns = [SourceColumn.from_metadata(meta) for meta in metadata]
+            targets = map_columns(source_columns)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                cursor.close()
+            raise
+        return Extraction(
+            cursor=cursor,
+            source=source,
+            query=query,
+            columns=source_columns,
+            targets=targets,
+            max_batch_rows=self.max_batch_rows,
+            progress=progress,
+            on_transient=self.close,
+        )
+
+    def extract_keys(
+        self,
+        source: str,
+        key_columns: Sequence[str],
+        *,
+        progress: ProgressCallback | None = None,
+    ) -> Extraction:
+        """Stream only the primary-key columns of `source` (for delete reconciliation)."""
+        if not key_columns:
+            raise TerminalSourceError(
+                f"{STEP}: no key columns given for source {source!r}", source=source
+            )
+        return self.extract(source, columns=key_columns, progress=progress)
+
+    # -- plumbing ------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _translated(self, source: str | None) -> Iterator[None]:
+        """`translate_errors`, also dropping the connection after a transient failure."""
+        try:
+            with translate_errors(source):
+                yield
+        except TransientSourceError:
+            self.close()
+            raise
+
+    @contextlib.contextmanager
+    def _cursor(self, source: str) -> Iterator[Any]:
+        conn = self._connection(source)
+        with self._translated(source):
+            cursor = conn.cursor()
+        try:
+            yield cursor
+        finally:
+            with contextlib.suppress(Exception):
+                cursor.close()
+
+    def _connection(self, source: str | None) -> Any:
+        if self._conn is not None and not self._conn.is_closed():
+            return self._conn
+        import snowflake.connector
+
+        try:
+            kwargs = self.settings.connect_kwargs()
+        except InvalidArgument as exc:
+            raise TerminalSourceError(f"{STEP}: {exc.message}", source=source) from exc
+        session_parameters = {
+            # Out-of-band telemetry posts to Snowflake's own endpoints from the worker; a
+            # sync needs none of it, and it stalls where the internet is not reachable.
+            "CLIENT_OUT_OF_BAND_TELEMETRY_ENABLED": False,
+            **self._connect_options.get("session_parameters", {}),
+        }
+        kwargs.update(self._connect_options)
+        kwargs.update(self._REQUIRED_OPTIONS)
+        kwargs["session_parameters"] = session_parameters
+        with self._translated(source):
+            self._conn = snowflake.connector.connect(**kwargs)
+        return self._conn
