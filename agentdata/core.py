@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from agentdata.artefacts import ArtefactStore
 from agentdata.demo import load_demo
@@ -18,7 +19,11 @@ from agentdata.jobs import JobStore
 from agentdata.meta import MetaStore
 from agentdata.metrics import refresh_store_gauges
 from agentdata.settings import Settings
+from agentdata.syncs import SyncStore
 from agentdata.tokens import TokenService
+
+if TYPE_CHECKING:
+    from agentdata.dispatch import Dispatcher
 
 log = logging.getLogger(__name__)
 
@@ -33,10 +38,16 @@ class Core:
     tokens: TokenService
     jobs: JobStore
     artefacts: ArtefactStore
+    #: Sync specs (Snowflake -> tables); runs are jobs of kind "sync" (agentdata.sync_runs).
+    syncs: SyncStore
     #: Readiness checks beyond the database (e.g. the broker), name -> raises if down.
     probes: dict[str, Callable[[], object]] = field(default_factory=dict)
     #: Called before /metrics renders, to refresh gauges that are cheaper to read than to track.
     gauge_refreshers: list[Callable[[], None]] = field(default_factory=list)
+    #: Where tasks go: the in-process runner or Celery (set by `serve`; see agentdata.dispatch).
+    dispatcher: Dispatcher | None = None
+    #: URLs this process serves on, as tasks reach them ("http", "flight"); set by `serve`.
+    endpoints: dict[str, str] = field(default_factory=dict)
 
     def refresh_gauges(self) -> None:
         for refresh in self.gauge_refreshers:
@@ -81,6 +92,7 @@ class Core:
             tokens=tokens,
             jobs=JobStore(meta),
             artefacts=artefacts,
+            syncs=SyncStore(meta),
         )
         core.gauge_refreshers.append(lambda: refresh_store_gauges(core.jobs, core.artefacts))
         if first_start and settings.demo:
@@ -88,6 +100,18 @@ class Core:
                 "first start: loading the demo dataset (schema demo, %d orders)", settings.demo_rows
             )
             load_demo(engine, rows=settings.demo_rows)
+        if settings.syncs_file is not None:
+            try:
+                names = core.syncs.load_file(settings.syncs_file)
+            except Exception:
+                core.close()  # a bad syncs file stops the start, with its message
+                raise
+            log.info(
+                "loaded %d sync spec(s) from %s: %s",
+                len(names),
+                settings.syncs_file,
+                ", ".join(names) or "(none)",
+            )
         return core
 
     def close(self) -> None:

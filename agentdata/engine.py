@@ -13,12 +13,13 @@ the consumer stops reading.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
 import uuid
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -155,6 +156,8 @@ class StreamOptions:
     is_cancelled: Callable[[], bool] | None = None  # e.g. the Flight call context
     on_finish: Callable[[int, int], None] | None = None  # (rows, bytes), once, however it ends
     truncated: bool = False  # set by the stream when it stopped quietly at max_rows
+    #: Values for the statement's `?` / `$n` placeholders (a mapping for `$name`).
+    params: Sequence[Any] | Mapping[str, Any] | None = None
 
 
 class Engine:
@@ -197,6 +200,8 @@ class Engine:
         self._running_lock = threading.Lock()
         self._watchdog = Watchdog()
         self._closed = False
+        #: SQL with placeholders -> its table-checking probe (see _check_parameterized).
+        self._probes: dict[str, str] = {}
 
     # -- cursors -------------------------------------------------------------
     def cursor(self) -> duckdb.DuckDBPyConnection:
@@ -207,22 +212,113 @@ class Engine:
 
     # -- checking ------------------------------------------------------------
     def check(self, principal: Principal, sql: str) -> CheckedStatement:
-        """Validate one statement for `principal` without running it."""
+        """Validate one statement for `principal` without running it.
+
+        Statements with placeholders (`?`, `$1`, `$name`) are checked as well: see
+        `_check_parameterized` for how their tables are found.
+        """
         cur = self.cursor()
         try:
+            if self.parameter_names(sql):
+                return self._check_parameterized(cur, principal, sql)
             return sqlguard.check(cur, principal, sql)
         finally:
             cur.close()
 
-    def schema_of(self, principal: Principal, sql: str) -> tuple[CheckedStatement, pa.Schema]:
-        """The result schema of `sql`, found by binding it with LIMIT 0 (nothing is scanned)."""
+    def parameter_names(self, sql: str) -> list[str]:
+        """The statement's placeholders in binding order: ["1", "2"] for `?`/`$n`, else names.
+
+        Empty for a statement without placeholders (and for SQL that does not parse:
+        `check` reports that properly).
+        """
+        try:
+            statements = duckdb.extract_statements(sql)
+        except (duckdb.Error, ValueError):
+            return []
+        if len(statements) != 1:
+            return []
+        names = list(statements[0].named_parameters)
+        if all(n.isdigit() for n in names):
+            return sorted(names, key=int)
+        return sorted(names)
+
+    def _check_parameterized(
+        self, cur: duckdb.DuckDBPyConnection, principal: Principal, sql: str
+    ) -> CheckedStatement:
+        """Check a statement with placeholders.
+
+        DuckDB's binder cannot list the tables of a statement whose parameters are
+        unbound, so a read is checked through a probe: its syntax tree (DuckDB's own
+        `json_serialize_sql`) with every parameter replaced by NULL, turned back into
+        SQL. Parameters are values, so the probe binds the same tables, with one
+        exception refused outright: a parameter inside a table function's arguments
+        (`query_table(?)`, `query(?)`) could name any table at run time.
+        Writes need no probe: `sqlguard.check` already refuses them to readers and to
+        table-limited tokens, and an unrestricted writer may read every table anyway.
+        """
+        kind, _ = sqlguard.statement_kind(sql)
+        if kind is Kind.WRITE:
+            return sqlguard.check(cur, principal, sql)
+        probe_sql = self._probes.get(sql)
+        if probe_sql is None:
+            with translate_errors():
+                tree = json.loads(_scalar(cur, "SELECT json_serialize_sql($1)", [sql]))
+                if tree.get("error"):
+                    raise InvalidArgument(
+                        "parameters are supported in SELECT statements only "
+                        f"({tree.get('error_message', 'cannot analyse the statement')})"
+                    )
+                null_tree = json.loads(
+                    _scalar(cur, "SELECT json_serialize_sql('SELECT NULL')", None)
+                )
+                null = null_tree["statements"][0]["node"]["select_list"][0]
+                probe = _parameters_to_null(tree, null)
+                probe_sql = str(
+                    _scalar(cur, "SELECT json_deserialize_sql($1)", [json.dumps(probe)])
+                )
+                # The probe must say exactly what the tree says: a construct the JSON
+                # form does not carry would otherwise drop out of the table check.
+                again = json.loads(_scalar(cur, "SELECT json_serialize_sql($1)", [probe_sql]))
+                if _without_locations(again) != _without_locations(probe):
+                    raise InvalidArgument(
+                        "cannot check this statement with parameters: write the values "
+                        "into the SQL text instead"
+                    )
+            # The probe depends on the SQL text alone; prepared statements repeat it.
+            with self._running_lock:
+                if len(self._probes) >= 1024:
+                    self._probes.pop(next(iter(self._probes)))
+                self._probes[sql] = probe_sql
+        checked = sqlguard.check(cur, principal, probe_sql)
+        return CheckedStatement(
+            sql=sql, kind=checked.kind, statement_type=checked.statement_type, tables=checked.tables
+        )
+
+    def schema_of(
+        self,
+        principal: Principal,
+        sql: str,
+        params: Sequence[Any] | Mapping[str, Any] | None = None,
+    ) -> tuple[CheckedStatement, pa.Schema]:
+        """The result schema of `sql`, found by binding it with LIMIT 0 (nothing is scanned).
+
+        A statement with placeholders needs `params` (NULLs give a best guess).
+        """
         stmt = self.check(principal, sql)
         if stmt.kind is Kind.WRITE:
             return stmt, WRITE_RESULT_SCHEMA
         cur = self.cursor()
         try:
             with translate_errors():
-                schema = cur.sql(stmt.sql).limit(0).to_arrow_table().schema
+                if params is None:
+                    schema = cur.sql(stmt.sql).limit(0).to_arrow_table().schema
+                else:
+                    # DuckDB runs a parameterized relation in full under a LIMIT 0 put on
+                    # top of it; a LIMIT 0 written into the SQL is planned away. (Such
+                    # statements are SELECTs: _check_parameterized refuses others.)
+                    inner = duckdb.extract_statements(stmt.sql)[0].query
+                    probe = f"SELECT * FROM (\n{inner}\n) LIMIT 0"
+                    schema = cur.sql(probe, params=params).to_arrow_table().schema
         finally:
             cur.close()
         return stmt, schema
@@ -240,7 +336,8 @@ class Engine:
         options = options or StreamOptions()
         stmt = self.check(principal, sql)
         if stmt.kind is Kind.WRITE:
-            rows = self.execute_write(principal, stmt)
+            param_sets = [options.params] if options.params is not None else None
+            rows = self.execute_write(principal, stmt, param_sets=param_sets)
             if options.on_finish:
                 options.on_finish(1, 8)
             batch = pa.record_batch([pa.array([rows], pa.int64())], schema=WRITE_RESULT_SCHEMA)
@@ -262,7 +359,7 @@ class Engine:
         max_rows = principal.max_rows
         try:
             with translate_errors():
-                rel = cur.sql(stmt.sql)
+                rel = cur.sql(stmt.sql, params=options.params)
                 if max_rows is not None:
                     # One extra row tells "exactly max_rows" from "more than max_rows".
                     rel = rel.limit(max_rows + 1)
@@ -326,7 +423,7 @@ class Engine:
                         batch = reader.read_next_batch()
                     except StopIteration:
                         return
-                    except (duckdb.Error, pa.ArrowException) as e:
+                    except (duckdb.Error, pa.ArrowException, OSError) as e:
                         if rq.stop_reason is not None:
                             raise rq.stop_reason from None
                         if isinstance(e, duckdb.Error):
@@ -428,32 +525,47 @@ class Engine:
                 if cursor is None:
                     cur.close()
 
-    def execute_write(self, principal: Principal, stmt: CheckedStatement | str) -> int:
-        """Run one DDL/DML statement for a writer; returns rows changed (0 for DDL)."""
+    def execute_write(
+        self,
+        principal: Principal,
+        stmt: CheckedStatement | str,
+        *,
+        param_sets: Sequence[Sequence[Any] | Mapping[str, Any]] | None = None,
+    ) -> int:
+        """Run one DDL/DML statement for a writer; returns rows changed (0 for DDL).
+
+        With `param_sets`, the statement runs once per set of placeholder values, all
+        in one transaction (all or nothing), and the row counts add up.
+        """
         if isinstance(stmt, str):
             stmt = self.check(principal, stmt)
         principal.require_writer()
+        runs: Sequence[Sequence[Any] | Mapping[str, Any] | None] = (
+            [None] if param_sets is None else param_sets
+        )
+        changed = 0
         with self.writer() as cur:
             before = _catalog(cur)
-            res = cur.execute(stmt.sql)
-            try:
-                rows_out = res.fetchall()
-                row = rows_out[0] if rows_out else None
-            except duckdb.Error:
-                row = None
+            for params in runs:
+                res = cur.execute(stmt.sql, params)
+                try:
+                    rows_out = res.fetchall()
+                    row = rows_out[0] if rows_out else None
+                except duckdb.Error:
+                    row = None
+                if (
+                    row
+                    and isinstance(row[0], int)
+                    and stmt.statement_type in ("INSERT", "UPDATE", "DELETE", "MERGE_INTO")
+                ):
+                    changed += int(row[0])
             # Bound tables plus any created by the statement changed now (dropped ones
             # leave the catalog; their stats go with them).
             after = _catalog(cur)
         self.touch_tables(set(stmt.tables) & after | (after - before))
         for gone in before - after:
             self.meta.execute("DELETE FROM table_stats WHERE name = ?", (gone,))
-        if (
-            row
-            and isinstance(row[0], int)
-            and stmt.statement_type in ("INSERT", "UPDATE", "DELETE", "MERGE_INTO")
-        ):
-            return int(row[0])
-        return 0
+        return changed
 
     def touch_tables(
         self, names: set[str] | frozenset[str], *, synced: bool = False, snapshot: str | None = None
@@ -521,6 +633,71 @@ class Engine:
         finally:
             cur.close()
 
+    def catalog_name(self) -> str:
+        """The database's catalog name as SQL sees it (`data` for data.duckdb)."""
+        cur = self.cursor()
+        try:
+            with translate_errors():
+                return str(cur.execute("SELECT current_database()").fetchall()[0][0])  # type: ignore[index]
+        finally:
+            cur.close()
+
+    def list_schemas(self, principal: Principal) -> list[str]:
+        """Schema names the principal may see: all user schemas, or (for a token limited
+        to some tables) only the schemas that hold one of its tables."""
+        if principal.tables is not None:
+            return sorted({t.schema for t in self.list_tables(principal)})
+        cur = self.cursor()
+        try:
+            with translate_errors():
+                rows = cur.execute(
+                    "SELECT schema_name FROM duckdb_schemas()"
+                    " WHERE database_name = current_database() ORDER BY 1"
+                ).fetchall()
+        finally:
+            cur.close()
+        return [r[0] for r in rows if r[0] not in SYSTEM_SCHEMAS]
+
+    def column_types(self, schema: str, name: str) -> dict[str, str]:
+        """DuckDB's type name of each column of a table or view (e.g. `DECIMAL(10,2)`)."""
+        cur = self.cursor()
+        try:
+            with translate_errors():
+                rows = cur.execute(
+                    "SELECT column_name, data_type FROM duckdb_columns()"
+                    " WHERE database_name = current_database() AND schema_name = $1 AND table_name = $2",
+                    [schema, name],
+                ).fetchall()
+        finally:
+            cur.close()
+        return {r[0]: r[1] for r in rows}
+
+    def primary_keys(
+        self, principal: Principal, schema: str | None, table: str
+    ) -> list[tuple[str, str, str, int]]:
+        """(schema, table, column, position from 1) of the primary keys of `table` in
+        `schema` (any schema when None), for tables the principal may read."""
+        cur = self.cursor()
+        try:
+            with translate_errors():
+                rows = cur.execute(
+                    "SELECT schema_name, table_name, constraint_column_names FROM duckdb_constraints()"
+                    " WHERE database_name = current_database() AND constraint_type = 'PRIMARY KEY'"
+                    " AND table_name = $1 AND ($2::VARCHAR IS NULL OR schema_name = $2)"
+                    " ORDER BY schema_name, table_name",
+                    [table, schema],
+                ).fetchall()
+        finally:
+            cur.close()
+        out: list[tuple[str, str, str, int]] = []
+        for schema_name, table_name, columns in rows:
+            if not principal.can_read_table(f"{schema_name}.{table_name}"):
+                continue
+            out.extend(
+                (schema_name, table_name, col, i) for i, col in enumerate(columns or [], start=1)
+            )
+        return out
+
     def _table_info(
         self, cur: duckdb.DuckDBPyConnection, schema: str, name: str, kind: str, stat: Any
     ) -> TableInfo:
@@ -576,3 +753,46 @@ def _catalog(cur: duckdb.DuckDBPyConnection) -> set[str]:
         " UNION ALL SELECT lower(schema_name || '.' || view_name) FROM duckdb_views() WHERE NOT internal AND NOT temporary"
     ).fetchall()
     return {r[0] for r in rows}
+
+
+def _scalar(cur: duckdb.DuckDBPyConnection, sql: str, params: list[Any] | None) -> Any:
+    """The single value a one-row, one-column query returns."""
+    return cur.execute(sql, params).fetchall()[0][0]  # type: ignore[index]
+
+
+def _without_locations(node: Any) -> Any:
+    """A `json_serialize_sql` tree without source positions (they differ between texts)."""
+    if isinstance(node, list):
+        return [_without_locations(n) for n in node]
+    if isinstance(node, dict):
+        return {
+            k: _without_locations(v)
+            for k, v in node.items()
+            if k not in ("query_location", "query_location_length")
+        }
+    return node
+
+
+def _parameters_to_null(node: Any, null: dict[str, Any], *, in_table_function: bool = False) -> Any:
+    """A copy of a `json_serialize_sql` tree with every parameter replaced by `null`.
+
+    Refuses a parameter anywhere inside a table function reference (see
+    `Engine._check_parameterized`).
+    """
+    if isinstance(node, list):
+        return [_parameters_to_null(n, null, in_table_function=in_table_function) for n in node]
+    if not isinstance(node, dict):
+        return node
+    if node.get("class") == "PARAMETER":
+        if in_table_function:
+            raise PermissionDenied(
+                "a parameter may not be an argument of a table function (it could name a "
+                "table): write that value into the SQL text"
+            )
+        return {**null, "alias": node.get("alias", "")}
+    inside = in_table_function or node.get("type") == "TABLE_FUNCTION"
+    return {
+        # The probe has no parameters left, so no parameter map either.
+        k: [] if k == "named_param_map" else _parameters_to_null(v, null, in_table_function=inside)
+        for k, v in node.items()
+    }

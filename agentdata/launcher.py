@@ -75,13 +75,14 @@ def serve(settings: Settings, components: list[Component] | None = None) -> int:
     flight = build_flight_server(core, sql_service=FlightSqlService(core))
     started: list[Component] = []
     try:
-        for start, stop in components or default_components():
+        for start, stop in components or default_components(settings):
             start(core)
             started.append((start, stop))
         http_sock = socket.socket(socket.AF_INET6 if ":" in settings.host else socket.AF_INET)
         http_sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         http_sock.bind((settings.host, settings.http_port))
         http_port = http_sock.getsockname()[1]
+        core.endpoints.update(_loopback_urls(settings, flight.port, http_port))
         config = uvicorn.Config(
             create_app(core),
             log_level=settings.log_level.lower(),
@@ -114,9 +115,35 @@ def serve(settings: Settings, components: list[Component] | None = None) -> int:
     return 0
 
 
-def default_components() -> list[Component]:
-    """Components `serve` runs beside the servers (none in the core itself)."""
-    return []
+def default_components(settings: Settings | None = None) -> list[Component]:
+    """Components `serve` runs beside the servers: where tasks go.
+
+    Without a Redis URL, the in-process task runner and scheduler (agentdata.runner);
+    with one, dispatch to Celery workers plus a broker readiness probe.
+    """
+    if settings is not None and settings.redis_url:
+        from agentdata.dispatch import celery_component
+
+        return [celery_component()]
+    from agentdata.runner import runner_component
+
+    return [runner_component()]
+
+
+def _loopback_urls(settings: Settings, flight_port: int, http_port: int) -> dict[str, str]:
+    """How in-process tasks reach this server (a wildcard bind address means loopback)."""
+    host = settings.host
+    if host in ("", "0.0.0.0"):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "[::1]"
+    elif ":" in host:
+        host = f"[{host}]"
+    tls = settings.tls_cert is not None
+    return {
+        "http": f"{'https' if tls else 'http'}://{host}:{http_port}",
+        "flight": f"{'grpc+tls' if tls else 'grpc'}://{host}:{flight_port}",
+    }
 
 
 def _https_options(settings: Settings) -> dict[str, Any]:

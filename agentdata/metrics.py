@@ -52,6 +52,18 @@ ARTEFACTS = Gauge(
     "agentdata_artefacts", "Stored artefacts, by source.", ["source"], registry=REGISTRY
 )
 JOBS = Gauge("agentdata_jobs", "Jobs by kind and state.", ["kind", "state"], registry=REGISTRY)
+TASK_QUEUE_DEPTH = Gauge(
+    "agentdata_task_queue_depth",
+    "Tasks waiting, by queue (the in-process runner's, or the broker's with Redis).",
+    ["queue"],
+    registry=REGISTRY,
+)
+TASKS_RUNNING = Gauge(
+    "agentdata_tasks_running",
+    "Tasks running now in this server's in-process runner, by queue.",
+    ["queue"],
+    registry=REGISTRY,
+)
 
 
 def refresh_store_gauges(jobs: JobStore, artefacts: ArtefactStore) -> None:

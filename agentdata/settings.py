@@ -133,6 +133,42 @@ class Settings(BaseSettings):
     maintenance_stale_every_s: float = Field(
         15 * 60, description="Period of the stale-job check; 0 turns its schedule off."
     )
+    broker_visibility_timeout_s: int | None = Field(
+        None,
+        description="Seconds before Redis hands an unacknowledged task (its worker died) to "
+        "another worker; default max(3600, task_token_ttl_s). Keep it above the longest task "
+        "and sync_retry_backoff_max_s.",
+    )
+    # -- syncs (Snowflake -> tables; see docs/sync.md) --------------------------
+    syncs_file: Path | None = Field(
+        None, description="YAML file of sync specs, loaded (created or updated) at start."
+    )
+    sync_max_retries: int = Field(
+        3, description="Retries of a sync run after a transient error (network, timeout, 5xx)."
+    )
+    sync_retry_backoff_s: int = Field(
+        30,
+        description="Backoff factor of sync retries, in seconds: retry n waits a random "
+        "0..factor*2^(n-1) s (full jitter).",
+    )
+    sync_retry_backoff_max_s: int = Field(
+        600, description="Longest wait before a sync retry, in seconds."
+    )
+    sync_lock_ttl_s: float = Field(
+        60.0,
+        description="A sync's lock expires this long after its holder stopped refreshing it "
+        "(a dead worker); refreshed every third of it.",
+    )
+    sync_schedule_every_s: float = Field(
+        30.0,
+        description="How often scheduled syncs are checked for being due; 0 turns schedules off.",
+    )
+    sync_batch_rows: int = Field(
+        65_536, description="Most rows per Arrow batch streamed from Snowflake into the server."
+    )
+    sync_max_rows_per_s: float = Field(
+        0.0, description="Throttle: most rows per second one sync loads; 0 means no limit."
+    )
 
     # -- derived paths -------------------------------------------------------
     @property

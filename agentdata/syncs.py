@@ -21,6 +21,7 @@ committed table (max(cursor) - lookback), so state cannot disagree with data.
 
 from __future__ import annotations
 
+import builtins
 import json
 import re
 import time
@@ -221,7 +222,7 @@ class SyncStore:
             raise NotFound(f"no sync named {name!r}")
         return int(row["runs"])
 
-    def load_file(self, path: Path) -> list[str]:
+    def load_file(self, path: Path) -> builtins.list[str]:
         """Load specs from a YAML file (a list, or {"syncs": [...]}); returns their names."""
         import yaml
 

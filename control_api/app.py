@@ -7,7 +7,16 @@ from fastapi import FastAPI
 from agentdata import __version__
 from agentdata.core import Core
 from control_api.errors import install_error_handlers
-from control_api.routers import artefacts, health, jobs, tokens
+from control_api.routers import (
+    artefacts,
+    exports,
+    health,
+    jobs,
+    maintenance,
+    syncs,
+    tasks,
+    tokens,
+)
 
 
 def create_app(core: Core) -> FastAPI:
@@ -24,4 +33,8 @@ def create_app(core: Core) -> FastAPI:
     app.include_router(tokens.router)
     app.include_router(artefacts.router)
     app.include_router(jobs.router)
+    app.include_router(exports.router)
+    app.include_router(tasks.router)
+    app.include_router(maintenance.router)
+    app.include_router(syncs.router)
     return app

@@ -70,7 +70,9 @@ def _token_from_headers(headers: dict[str, list[str]]) -> tuple[str, bool]:
         return value, False
     if scheme.lower() == "basic" and value:
         try:
-            decoded = base64.b64decode(value, validate=True).decode()
+            # Go clients (the ADBC Flight SQL driver) send unpadded base64 (RawStdEncoding).
+            padded = value + "=" * (-len(value) % 4)
+            decoded = base64.b64decode(padded, validate=True).decode()
         except (binascii.Error, UnicodeDecodeError):
             raise Unauthenticated("malformed Basic credentials") from None
         _user, sep, password = decoded.partition(":")

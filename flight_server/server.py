@@ -52,6 +52,10 @@ ACTIONS = [
 class CommandService(Protocol):
     """A protocol layered on Flight commands (Flight SQL), routed by the server."""
 
+    def use_tickets(self, tickets: TicketStore) -> None:
+        """Issue and redeem tickets in the server's store (one store for both protocols)."""
+        ...
+
     def handles_command(self, command: bytes) -> bool: ...
     def handles_ticket(self, ticket: bytes) -> bool: ...
     def handles_action(self, action_type: str) -> bool: ...
@@ -103,6 +107,8 @@ class AgentdataFlightServer(fl.FlightServerBase):
         self.core = core
         self.tickets = tickets
         self.sql_service = sql_service
+        if sql_service is not None:
+            sql_service.use_tickets(tickets)
 
     # -- discovery -------------------------------------------------------------
     def list_flights(

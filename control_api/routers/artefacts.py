@@ -28,6 +28,9 @@ from control_api.upload import UploadIdle, receive_upload
 
 log = logging.getLogger("agentdata.http")
 
+#: SQLite integers are signed 64-bit; larger values are refused as invalid (422).
+MAX_INT64 = 2**63 - 1
+
 router = APIRouter(prefix="/api/v1/artefacts", tags=["artefacts"])
 
 _CHUNK = 1024 * 1024
@@ -177,7 +180,7 @@ def list_artefacts(
     core: CoreDep,
     principal: PrincipalDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_INT64)] = 0,
     source: Literal["upload", "export"] | None = None,
     owner: Annotated[str | None, Query(description="Owner token id (admins only).")] = None,
     name: Annotated[str | None, Query(description="Name prefix.", max_length=255)] = None,

@@ -21,6 +21,9 @@ from agentdata.errors import Conflict, InvalidArgument, PermissionDenied
 from agentdata.jobs import JobState
 from control_api.deps import CoreDep, PrincipalDep
 
+#: SQLite integers are signed 64-bit; larger values are refused as invalid (422).
+MAX_INT64 = 2**63 - 1
+
 router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
 
 JobKind = Literal["export", "sync", "maintenance"]
@@ -65,8 +68,8 @@ class JobEvent(BaseModel):
     """One report from whoever runs the job."""
 
     event: Literal["start", "progress", "retrying", "succeeded", "failed", "cancelled"]
-    rows: int | None = Field(None, ge=0, description="Rows done so far.")
-    bytes: int | None = Field(None, ge=0, description="Bytes done so far.")
+    rows: int | None = Field(None, ge=0, le=MAX_INT64, description="Rows done so far.")
+    bytes: int | None = Field(None, ge=0, le=MAX_INT64, description="Bytes done so far.")
     percent: float | None = Field(None, ge=0, le=100)
     task_id: str | None = Field(None, max_length=200)
     result: dict[str, Any] | None = Field(None, description="On `succeeded`.")
@@ -83,7 +86,7 @@ def list_jobs(
     state: JobStateName | None = None,
     owner: Annotated[str | None, Query(description="Owner token id (admins only).")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_INT64)] = 0,
 ) -> JobPage:
     """Jobs visible to this token, newest first."""
     if not principal.is_admin:

@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -37,14 +38,16 @@ class ServerProcess:
     proc: subprocess.Popen[bytes]
     log_path: Path
     env: dict[str, str] = field(default_factory=dict)
+    #: Set when the server runs with TLS: how HTTP clients verify it (and present a cert).
+    tls: ssl.SSLContext | None = None
 
     @property
     def flight_url(self) -> str:
-        return f"grpc://127.0.0.1:{self.flight_port}"
+        return f"{'grpc+tls' if self.tls else 'grpc'}://127.0.0.1:{self.flight_port}"
 
     @property
     def http_url(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.http_port}"
 
     def flight(self) -> fl.FlightClient:
         return fl.connect(self.flight_url)
@@ -57,7 +60,9 @@ class ServerProcess:
 
     def http(self, token: str | None = None) -> httpx.Client:
         headers = {"Authorization": f"Bearer {token or self.admin_token}"}
-        return httpx.Client(base_url=self.http_url, headers=headers, timeout=60)
+        return httpx.Client(
+            base_url=self.http_url, headers=headers, timeout=60, verify=self.tls or True
+        )
 
     def create_token(self, role: str = "reader", **kwargs: Any) -> dict[str, Any]:
         with self.http() as c:
@@ -100,8 +105,14 @@ def start_server(
     demo_rows: int = 20_000,
     args: list[str] | None = None,
     wait: float = 60,
+    tls: ssl.SSLContext | None = None,
 ) -> ServerProcess:
-    """Start `agentdata serve` and wait until both ports answer."""
+    """Start `agentdata serve` and wait until both ports answer.
+
+    With TLS on (AGENTDATA_TLS_* in `env`), pass `tls`: the client context that trusts
+    the server's CA (and holds a client certificate under mutual TLS); the health poll
+    then speaks HTTPS with it.
+    """
     flight_port, http_port = free_port(), free_port()
     admin = "adt_test_" + os.urandom(12).hex()
     full_env = {
@@ -126,13 +137,14 @@ def start_server(
         stdout=log_file,
         stderr=subprocess.STDOUT,
     )
-    server = ServerProcess(data_dir, flight_port, http_port, admin, proc, log_path, full_env)
+    server = ServerProcess(data_dir, flight_port, http_port, admin, proc, log_path, full_env, tls)
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"server exited with {proc.returncode}:\n{server.log()}")
         try:
-            if httpx.get(f"{server.http_url}/healthz", timeout=1).status_code == 200:
+            health = httpx.get(f"{server.http_url}/healthz", timeout=1, verify=tls or True)
+            if health.status_code == 200:
                 return server
         except httpx.HTTPError:
             pass

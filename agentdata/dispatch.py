@@ -1,0 +1,348 @@
+"""Where tasks run: one interface over Celery (with Redis) and the in-process runner.
+
+    task_id = core.dispatcher.submit("export", {"job_id": ..., "sql": ..., "token": ...})
+
+With `redis_url` set, `submit` sends the task to Celery (queue per kind, see
+`TASK_KINDS`) and `serve` registers a readiness probe for the broker; without it,
+`agentdata.runner` runs the very same task functions in a thread pool in the server
+process. Either way the task reaches the server through its public interfaces only.
+
+The monitoring calls (`status`, `active`, `queues`, `workers`) answer from Celery's
+inspection and the broker, or from the in-process pool's own bookkeeping, in the
+same shapes. Redis and Celery exceptions are translated here into
+`agentdata.errors.Unavailable` (the broker is the job layer's edge).
+
+Parameters named in `SECRET_PARAMS` (a task's delegated credential) are never shown:
+not in Celery's task repr (logs, Flower, inspect), not in any status answer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import logging
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+from agentdata.errors import NotFound, Unavailable
+from agentdata.settings import Settings
+
+if TYPE_CHECKING:
+    from agentdata.core import Core
+    from agentdata.retries import RetryPolicy
+
+log = logging.getLogger("agentdata.dispatch")
+
+
+@dataclass(frozen=True)
+class TaskKind:
+    """A kind of task: its Celery name and queue, and the plain function both runners call."""
+
+    kind: str
+    celery_name: str
+    function: str  # "module:attribute", called as function(params, ctx) -> dict
+    queue: str
+    #: "module:attribute" of `f(settings) -> agentdata.retries.RetryPolicy`; None: no retries.
+    retry: str | None = None
+
+
+TASK_KINDS: dict[str, TaskKind] = {
+    "export": TaskKind("export", "agentdata.export", "workers.exports:export_task", "exports"),
+    "maintenance": TaskKind(
+        "maintenance",
+        "agentdata.maintenance",
+        "workers.maintenance:maintenance_task",
+        "maintenance",
+    ),
+    "sync": TaskKind(
+        "sync",
+        "agentdata.sync",
+        "workers.sync.run:sync_task",
+        "syncs",
+        retry="workers.sync.run:retry_policy",
+    ),
+    # Beat's tick for scheduled syncs: asks the server which are due (no job of its own).
+    "sync_schedule": TaskKind(
+        "sync_schedule", "agentdata.sync_schedule", "workers.sync.run:schedule_task", "maintenance"
+    ),
+}
+
+#: The queue for anything not routed elsewhere.
+DEFAULT_QUEUE = "agentdata"
+#: Parameter names whose values are credentials: never logged, listed or shown.
+SECRET_PARAMS = frozenset({"token"})
+
+
+def task_kind(kind: str) -> TaskKind:
+    try:
+        return TASK_KINDS[kind]
+    except KeyError:
+        raise NotFound(f"no task kind {kind!r}; kinds: {', '.join(TASK_KINDS)}") from None
+
+
+def load_function(kind: str) -> Callable[..., dict[str, Any]]:
+    """The plain task function for `kind` (imported on first use: workers are optional)."""
+    module, _, attribute = task_kind(kind).function.partition(":")
+    return getattr(importlib.import_module(module), attribute)  # type: ignore[no-any-return]
+
+
+def retry_policy(kind: str, settings: Settings) -> RetryPolicy | None:
+    """How tasks of `kind` are retried (the same policy for Celery and the embedded runner)."""
+    ref = task_kind(kind).retry
+    if ref is None:
+        return None
+    module, _, attribute = ref.partition(":")
+    return getattr(importlib.import_module(module), attribute)(settings)  # type: ignore[no-any-return]
+
+
+def redacted(params: dict[str, Any]) -> dict[str, Any]:
+    """`params` fit to show: credentials replaced by a placeholder."""
+    return {k: ("<redacted>" if k in SECRET_PARAMS else v) for k, v in params.items()}
+
+
+def new_task_id() -> str:
+    return str(uuid.uuid4())
+
+
+class Dispatcher(Protocol):
+    """Submit tasks and inspect where they run."""
+
+    mode: str  # "celery" or "embedded"
+
+    def submit(self, kind: str, params: dict[str, Any], *, task_id: str | None = None) -> str:
+        """Queue a task; returns its id (the one given, or a new one)."""
+        ...
+
+    def status(self, task_id: str) -> dict[str, Any]: ...
+    def active(self) -> list[dict[str, Any]]: ...
+    def queues(self) -> list[dict[str, Any]]: ...
+    def workers(self) -> list[dict[str, Any]]: ...
+    def close(self) -> None: ...
+
+
+# -- Celery --------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def broker_errors(action: str) -> Iterator[None]:
+    """Redis/Celery/kombu failures leave as Unavailable (never with the URL's password)."""
+    try:
+        yield
+    except Unavailable:
+        raise
+    except Exception as e:
+        from celery.exceptions import CeleryError
+        from celery.exceptions import TimeoutError as CeleryTimeout
+        from kombu.exceptions import KombuError, OperationalError
+        from redis.exceptions import RedisError
+
+        if isinstance(
+            e, OperationalError | KombuError | RedisError | CeleryError | CeleryTimeout | OSError
+        ):
+            raise Unavailable(
+                f"the task broker is unreachable ({action}): {type(e).__name__}"
+            ) from e
+        raise
+
+
+#: kombu's Redis transport keeps a list per priority step; priority 0 is the bare name.
+_PRIORITY_SEP = "\x06\x16"
+_PRIORITY_STEPS = (3, 6, 9)
+_INSPECT_TIMEOUT_S = 1.0
+
+
+class CeleryDispatcher:
+    """Tasks on Celery workers through Redis; monitoring from inspect and the broker."""
+
+    mode = "celery"
+
+    def __init__(self, settings: Settings) -> None:
+        from workers.celery_app import create_app
+
+        if not settings.redis_url:
+            raise Unavailable("Celery dispatch needs redis_url")
+        self.app = create_app(settings, register_tasks=False)
+        self._redis_url = settings.redis_url
+        self._redis: Any = None
+
+    def _client(self) -> Any:
+        if self._redis is None:
+            import redis
+
+            self._redis = redis.Redis.from_url(
+                self._redis_url, socket_timeout=2, socket_connect_timeout=2
+            )
+        return self._redis
+
+    def probe(self) -> bool:
+        """Readiness: the broker answers PING."""
+        with broker_errors("ping"):
+            return bool(self._client().ping())
+
+    def submit(self, kind: str, params: dict[str, Any], *, task_id: str | None = None) -> str:
+        spec = task_kind(kind)
+        task_id = task_id or new_task_id()
+        # Fail fast when the broker is down (kombu would retry its publish for a while).
+        self.probe()
+        with broker_errors("submit"):
+            self.app.send_task(
+                spec.celery_name,
+                kwargs={"params": params},
+                task_id=task_id,
+                queue=spec.queue,
+                argsrepr="()",
+                kwargsrepr=repr({"params": redacted(params)}),
+            )
+        return task_id
+
+    def status(self, task_id: str) -> dict[str, Any]:
+        from celery.result import AsyncResult
+
+        with broker_errors("status"):
+            res = AsyncResult(task_id, app=self.app)
+            state = res.state
+            meta = res.backend.get_task_meta(task_id)
+        out: dict[str, Any] = {"task_id": task_id, "state": state, "runner": self.mode}
+        # Celery cannot tell "queued" from "never heard of": both are PENDING.
+        if state == "PENDING":
+            out["note"] = "PENDING means queued or unknown to the broker"
+        if state == "SUCCESS" and isinstance(meta.get("result"), dict):
+            out["result"] = redacted(meta["result"])
+        elif state in ("FAILURE", "RETRY"):
+            result = meta.get("result")
+            if isinstance(result, dict):
+                out["error"] = {
+                    "type": result.get("exc_type"),
+                    "message": " ".join(map(str, result.get("exc_message") or [])),
+                }
+            else:
+                out["error"] = {"type": type(result).__name__, "message": str(result)}
+        elif state == "STARTED" and isinstance(meta.get("result"), dict):
+            out["worker"] = meta["result"].get("hostname")
+            out["pid"] = meta["result"].get("pid")
+        done = meta.get("date_done")
+        out["finished_at"] = done.timestamp() if hasattr(done, "timestamp") else done
+        return out
+
+    def _inspect(self) -> Any:
+        return self.app.control.inspect(timeout=_INSPECT_TIMEOUT_S)
+
+    def active(self) -> list[dict[str, Any]]:
+        with broker_errors("inspect"):
+            inspect = self._inspect()
+            active = inspect.active() or {}
+            reserved = inspect.reserved() or {}
+        out: list[dict[str, Any]] = []
+        for state, by_worker in (("running", active), ("reserved", reserved)):
+            for worker, tasks in by_worker.items():
+                for t in tasks:
+                    out.append(
+                        {
+                            "task_id": t.get("id"),
+                            "kind": _kind_of(t.get("name")),
+                            "name": t.get("name"),
+                            "state": state,
+                            "worker": worker,
+                            "pid": t.get("worker_pid"),
+                            "started_at": t.get("time_start"),
+                            "queue": (t.get("delivery_info") or {}).get("routing_key"),
+                        }
+                    )
+        return out
+
+    def queues(self) -> list[dict[str, Any]]:
+        names = [DEFAULT_QUEUE, *sorted({k.queue for k in TASK_KINDS.values()})]
+        with broker_errors("queues"):
+            client = self._client()
+            pipe = client.pipeline()
+            for name in names:
+                pipe.llen(name)
+                for step in _PRIORITY_STEPS:
+                    pipe.llen(f"{name}{_PRIORITY_SEP}{step}")
+            lengths = pipe.execute()
+        per = 1 + len(_PRIORITY_STEPS)
+        return [
+            {
+                "name": name,
+                "depth": int(sum(lengths[i * per : (i + 1) * per])),
+                "kinds": sorted(k.kind for k in TASK_KINDS.values() if k.queue == name),
+                "broker": "redis",
+            }
+            for i, name in enumerate(names)
+        ]
+
+    def workers(self) -> list[dict[str, Any]]:
+        with broker_errors("inspect"):
+            inspect = self._inspect()
+            stats = inspect.stats() or {}
+            active = inspect.active() or {}
+            queues = inspect.active_queues() or {}
+        out = []
+        for name, s in sorted(stats.items()):
+            pool = s.get("pool") or {}
+            out.append(
+                {
+                    "name": name,
+                    "runner": self.mode,
+                    "pid": s.get("pid"),
+                    "pool": pool.get("implementation"),
+                    "concurrency": pool.get("max-concurrency"),
+                    "processes": pool.get("processes"),
+                    "busy": len(active.get(name) or []),
+                    "queues": sorted(q.get("name") for q in queues.get(name) or []),
+                    "uptime_s": s.get("uptime"),
+                    "tasks_done": s.get("total") or {},
+                    "prefetch_count": s.get("prefetch_count"),
+                }
+            )
+        return out
+
+    def refresh_gauges(self) -> None:
+        """Queue depths from the broker, for /metrics (skipped while it is down)."""
+        from agentdata import metrics
+
+        try:
+            queues = self.queues()
+        except Unavailable:
+            return
+        for q in queues:
+            metrics.TASK_QUEUE_DEPTH.labels(q["name"]).set(q["depth"])
+
+    def close(self) -> None:
+        if self._redis is not None:
+            with contextlib.suppress(Exception):
+                self._redis.close()
+        with contextlib.suppress(Exception):
+            self.app.close()
+
+
+def _kind_of(celery_name: str | None) -> str | None:
+    for k in TASK_KINDS.values():
+        if k.celery_name == celery_name:
+            return k.kind
+    return celery_name
+
+
+def celery_component() -> tuple[Callable[[Core], None], Callable[[Core], None]]:
+    """The `serve` component that dispatches to Celery and probes the broker."""
+
+    def start(core: Core) -> None:
+        dispatcher = CeleryDispatcher(core.settings)
+        core.dispatcher = dispatcher
+        core.probes["broker"] = dispatcher.probe
+        core.gauge_refreshers.append(dispatcher.refresh_gauges)
+        try:
+            dispatcher.probe()
+            log.info("tasks go to Celery workers (broker answers)")
+        except Unavailable as e:
+            # Serve anyway: /readyz reports the broker, exports answer 503 until it is back.
+            log.warning("tasks go to Celery workers, but %s", e.message)
+
+    def stop(core: Core) -> None:
+        dispatcher = core.dispatcher
+        if dispatcher is not None:
+            dispatcher.close()
+
+    return start, stop

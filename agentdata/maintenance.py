@@ -1,0 +1,228 @@
+"""Maintenance rules: clean-up that runs where the data is, in the server process.
+
+    rule      every (setting)                 does
+    jobs      maintenance_jobs_every_s  (6 h)  delete succeeded/cancelled jobs older than
+                                               maintenance_completed_job_age_s (24 h) and
+                                               failed ones older than
+                                               maintenance_failed_job_age_s (72 h)
+    exports   maintenance_exports_every_s (4 h) delete export artefacts older than
+                                               maintenance_export_age_s (24 h), and any
+                                               artefact past its own expiry
+    stale     maintenance_stale_every_s (15 m) mark running jobs without progress for
+                                               maintenance_stale_after_s (1 h) as failed
+
+Ages count from a job's end (`finished_at`) and an artefact's creation. Each run is a
+job of kind `maintenance` whose result counts what it removed. Artefacts go through
+`ArtefactStore.delete`, which removes the file and its record in one step, so a run
+never leaves a file without a record or a record without a file.
+
+Schedules: Celery beat with Redis, the in-process scheduler without (agentdata.runner);
+both take the periods from `schedule(settings)` and trigger a run the same way, with
+`POST /api/v1/maintenance/{rule}/run`, so workers never touch files themselves.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from agentdata.errors import AgentdataError, InvalidArgument
+from agentdata.jobs import Job, JobState
+from agentdata.settings import Settings
+from agentdata.tokens import Principal
+
+if TYPE_CHECKING:
+    from agentdata.core import Core
+
+log = logging.getLogger("agentdata.maintenance")
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    period_setting: str
+    description: str
+
+
+RULES: dict[str, Rule] = {
+    "jobs": Rule(
+        "jobs",
+        "maintenance_jobs_every_s",
+        "Delete finished jobs: succeeded/cancelled after maintenance_completed_job_age_s, "
+        "failed after maintenance_failed_job_age_s.",
+    ),
+    "exports": Rule(
+        "exports",
+        "maintenance_exports_every_s",
+        "Delete export artefacts older than maintenance_export_age_s, and expired artefacts.",
+    ),
+    "stale": Rule(
+        "stale",
+        "maintenance_stale_every_s",
+        "Fail running jobs that made no progress for maintenance_stale_after_s.",
+    ),
+}
+
+
+def check_rule(rule: str) -> Rule:
+    try:
+        return RULES[rule]
+    except KeyError:
+        raise InvalidArgument(
+            f"unknown maintenance rule {rule!r}; rules: {', '.join(RULES)}"
+        ) from None
+
+
+def schedule(settings: Settings) -> dict[str, float]:
+    """rule -> period in seconds, for the rules whose schedule is on (period > 0)."""
+    periods = {name: float(getattr(settings, r.period_setting)) for name, r in RULES.items()}
+    return {name: p for name, p in periods.items() if p > 0}
+
+
+def ages(settings: Settings) -> dict[str, float]:
+    return {
+        "completed_job_age_s": settings.maintenance_completed_job_age_s,
+        "failed_job_age_s": settings.maintenance_failed_job_age_s,
+        "export_age_s": settings.maintenance_export_age_s,
+        "stale_after_s": settings.maintenance_stale_after_s,
+    }
+
+
+def last_runs(core: Core) -> dict[str, float | None]:
+    """When each rule last started a run (from the job records, so it survives restarts)."""
+    rows = core.meta.all(
+        "SELECT json_extract(params, '$.rule'), max(created_at) FROM jobs"
+        " WHERE kind = 'maintenance' GROUP BY 1"
+    )
+    found = {r[0]: float(r[1]) for r in rows}
+    return {name: found.get(name) for name in RULES}
+
+
+def run_rule(core: Core, principal: Principal, rule: str, *, task_id: str | None = None) -> Job:
+    """Run one rule now, as a job of kind `maintenance`; returns the finished job."""
+    check_rule(rule)
+    principal.require_admin()
+    settings = core.settings
+    job = core.jobs.create(
+        "maintenance", {"rule": rule, **_rule_ages(rule, settings)}, owner=principal.token_id
+    )
+    core.jobs.start(job.id, task_id=task_id)
+    now = time.time()
+    try:
+        if rule == "jobs":
+            result = _delete_old_jobs(core, settings, now, keep=job.id)
+        elif rule == "exports":
+            result = _delete_old_exports(core, settings, now)
+        else:
+            result = _fail_stale_jobs(core, settings, now, keep=job.id)
+    except AgentdataError as e:
+        log.warning("maintenance %s failed: %s", rule, e.message)
+        return core.jobs.fail(job.id, step=rule, code=e.code, message=e.message)
+    except Exception as e:  # a bug: still end the run's job with the reason
+        log.exception("maintenance %s failed", rule)
+        return core.jobs.fail(
+            job.id, step=rule, code="internal", message=f"{type(e).__name__}: {e}"
+        )
+    if any(v for k, v in result.items() if isinstance(v, int)):
+        log.info("maintenance %s: %s", rule, result)
+    return core.jobs.succeed(job.id, result)
+
+
+def _rule_ages(rule: str, settings: Settings) -> dict[str, float]:
+    a = ages(settings)
+    keys = {
+        "jobs": ("completed_job_age_s", "failed_job_age_s"),
+        "exports": ("export_age_s",),
+        "stale": ("stale_after_s",),
+    }[rule]
+    return {k: a[k] for k in keys}
+
+
+def _delete_old_jobs(core: Core, settings: Settings, now: float, *, keep: str) -> dict[str, Any]:
+    completed_before = now - settings.maintenance_completed_job_age_s
+    failed_before = now - settings.maintenance_failed_job_age_s
+    rows = core.meta.all(
+        "SELECT id, state FROM jobs WHERE id != ? AND ("
+        " (state IN (?, ?) AND coalesce(finished_at, updated_at) < ?)"
+        " OR (state = ? AND coalesce(finished_at, updated_at) < ?))",
+        (
+            keep,
+            JobState.SUCCEEDED.value,
+            JobState.CANCELLED.value,
+            completed_before,
+            JobState.FAILED.value,
+            failed_before,
+        ),
+    )
+    deleted = {"succeeded": 0, "cancelled": 0, "failed": 0}
+    for row in rows:
+        core.jobs.delete(row["id"])
+        deleted[row["state"]] += 1
+    return {
+        "deleted_jobs": sum(deleted.values()),
+        "deleted_by_state": deleted,
+    }
+
+
+def _delete_old_exports(core: Core, settings: Settings, now: float) -> dict[str, Any]:
+    store = core.artefacts
+    doomed: dict[str, int] = {}
+    created_before = now - settings.maintenance_export_age_s
+    while True:
+        page, _ = store.list(
+            source="export", created_before=created_before, include_expired=True, limit=500
+        )
+        page = [a for a in page if a.id not in doomed]
+        if not page:
+            break
+        for art in page:
+            _delete_artefact(store, art.id, art.size, doomed)
+    old_exports = len(doomed)
+    while True:
+        expired = [a for a in store.list_expired(now, limit=500) if a.id not in doomed]
+        if not expired:
+            break
+        for art in expired:
+            _delete_artefact(store, art.id, art.size, doomed)
+    return {
+        "deleted_artefacts": len(doomed),
+        "deleted_exports": old_exports,
+        "deleted_expired": len(doomed) - old_exports,
+        "freed_bytes": sum(doomed.values()),
+    }
+
+
+def _delete_artefact(store: Any, artefact_id: str, size: int, doomed: dict[str, int]) -> None:
+    from agentdata.errors import NotFound
+
+    try:
+        store.delete(artefact_id)
+    except NotFound:  # deleted meanwhile (by its owner, or a concurrent run)
+        pass
+    doomed[artefact_id] = size
+
+
+def _fail_stale_jobs(core: Core, settings: Settings, now: float, *, keep: str) -> dict[str, Any]:
+    limit = settings.maintenance_stale_after_s
+    rows = core.meta.all(
+        "SELECT id, kind, coalesce(progress_at, started_at, updated_at) AS seen FROM jobs"
+        " WHERE id != ? AND state IN (?, ?) AND coalesce(progress_at, started_at, updated_at) < ?",
+        (keep, JobState.RUNNING.value, JobState.RETRYING.value, now - limit),
+    )
+    failed = []
+    for row in rows:
+        job = core.jobs.get(row["id"])
+        seen = job.progress_at or job.started_at or job.updated_at
+        if JobState(job.state) not in (JobState.RUNNING, JobState.RETRYING) or seen >= now - limit:
+            continue  # it moved on since the query above
+        idle = now - seen
+        core.jobs.fail(
+            row["id"],
+            step="progress",
+            code="deadline_exceeded",
+            message=f"no progress for {idle:.0f} s (limit {limit:g} s); marked failed by maintenance",
+        )
+        failed.append(row["id"])
+    return {"failed_jobs": len(failed), "job_ids": failed[:100]}

@@ -1,0 +1,539 @@
+"""The in-process task runner and scheduler: `agentdata serve` without Redis.
+
+A fixed pool of threads takes tasks from a FIFO queue and calls the same task
+functions a Celery worker calls (see `agentdata.dispatch.TASK_KINDS`), with a
+context whose URLs point at this very server over loopback: an export here reads
+over Flight and uploads over REST exactly as it would on a worker machine.
+
+Two lanes, as a Celery deployment has two queues: `tasks` (exports, syncs; the
+`embedded_workers` threads) and `maintenance` (one thread of its own), so clean-up is
+never stuck behind long exports. Monitoring is the runner's own bookkeeping, so it is
+exact: queue depth is the tasks waiting in a lane, `busy` the threads running one,
+`threads` those alive. Finished tasks are
+remembered (the last `HISTORY` of them) for `status`.
+
+The scheduler replaces Celery beat: one thread that submits each maintenance rule
+when its period has passed since the rule's last run. Last runs are read from the
+job records at start, so a restart neither repeats a run nor skips one, and a rule
+is not submitted again while its previous run is still queued or running.
+
+A task that dies without reporting (the server went away under it) has its job
+failed by the runner, so no job stays "running" because of this process. Jobs left
+queued or running by a previous process of an embedded server are failed at start:
+nothing else could be running them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import socket
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from agentdata import maintenance, metrics
+from agentdata.dispatch import (
+    TASK_KINDS,
+    load_function,
+    new_task_id,
+    redacted,
+    retry_policy,
+    task_kind,
+)
+from agentdata.errors import AgentdataError, Conflict, InternalError, NotFound, Unavailable
+from agentdata.jobs import ACTIVE_STATES, JobState
+
+if TYPE_CHECKING:
+    from agentdata.core import Core
+
+log = logging.getLogger("agentdata.runner")
+
+#: Task states as Celery names them, so both runners answer in one vocabulary.
+_CELERY_STATES = {
+    "queued": "PENDING",
+    "running": "STARTED",
+    "retrying": "RETRY",
+    "succeeded": "SUCCESS",
+    "failed": "FAILURE",
+}
+#: Finished tasks remembered for `status`.
+HISTORY = 1000
+_STOP = object()
+
+
+@dataclass
+class _Task:
+    task_id: str
+    kind: str
+    params: dict[str, Any]
+    lane: str = "tasks"
+    submitted_at: float = field(default_factory=time.time)
+    state: str = "queued"  # queued | running | succeeded | failed
+    started_at: float | None = None
+    finished_at: float | None = None
+    thread: str | None = None
+    result: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+    #: Retries already done (see the kind's retry policy); the next run is attempt retries+1.
+    retries: int = 0
+
+    @property
+    def job_id(self) -> str | None:
+        value = self.params.get("job_id")
+        return str(value) if value else None
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "task_id": self.task_id,
+            "kind": self.kind,
+            "state": _CELERY_STATES[self.state],
+            "job_id": self.job_id,
+            "worker": self.thread,
+            "queue": self.lane,
+            "submitted_at": self.submitted_at,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "result": redacted(self.result) if self.result else None,
+            "error": self.error,
+            "runner": InProcessRunner.mode,
+        }
+
+
+@dataclass
+class _Lane:
+    """One queue and the threads that serve it."""
+
+    name: str
+    size: int
+    queue: queue.Queue[Any] = field(default_factory=queue.Queue)
+    threads: list[threading.Thread] = field(default_factory=list)
+
+
+def lane_of(kind: str) -> str:
+    return "maintenance" if task_kind(kind).queue == "maintenance" else "tasks"
+
+
+class InProcessRunner:
+    """Thread pools with FIFO queues, running task functions against this server."""
+
+    mode = "embedded"
+
+    def __init__(self, core: Core, *, threads: int) -> None:
+        self.core = core
+        self.size = max(1, threads)
+        self._lanes = {
+            "tasks": _Lane("tasks", self.size),
+            "maintenance": _Lane("maintenance", 1),
+        }
+        self._tasks: OrderedDict[str, _Task] = OrderedDict()
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self.scheduler: Scheduler | None = None
+        self.sync_scheduler: Any = None
+        self.work_dir = core.settings.data_dir / "tmp" / "tasks"
+        self.name = f"embedded@{socket.gethostname()}"
+
+    # -- life cycle -----------------------------------------------------------------------
+    def start(self) -> None:
+        # One line per REST call of every task would drown the server log.
+        logging.getLogger("httpx").setLevel(logging.WARNING)
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        self._fail_orphaned_jobs()
+        threading.Thread(target=_warm_up, name="agentdata-task-warm-up", daemon=True).start()
+        for lane in self._lanes.values():
+            for i in range(lane.size):
+                prefix = "agentdata-task" if lane.name == "tasks" else "agentdata-maintenance"
+                t = threading.Thread(
+                    target=self._work, args=(lane,), name=f"{prefix}-{i + 1}", daemon=True
+                )
+                t.start()
+                lane.threads.append(t)
+        periods = maintenance.schedule(self.core.settings)
+        if periods:
+            self.scheduler = Scheduler(self, periods)
+            self.scheduler.start()
+        from agentdata.sync_runs import SyncScheduler
+
+        self.sync_scheduler = SyncScheduler(self.core)
+        self.sync_scheduler.start()
+        log.info(
+            "in-process task runner: %d threads; maintenance every %s",
+            self.size,
+            ", ".join(f"{r} {p:g}s" for r, p in periods.items()) or "(off)",
+        )
+
+    def stop(self, timeout_s: float = 15.0) -> None:
+        """Stop taking tasks; fail the queued ones; give running ones `timeout_s` to end."""
+        self._stopping.set()
+        if self.scheduler is not None:
+            self.scheduler.stop()
+        if self.sync_scheduler is not None:
+            self.sync_scheduler.stop()
+        for lane in self._lanes.values():
+            while True:
+                try:
+                    item = lane.queue.get_nowait()
+                except queue.Empty:
+                    break
+                if isinstance(item, _Task):
+                    self._finish(
+                        item, "failed", error={"code": "unavailable", "message": "server stopped"}
+                    )
+                    self._fail_job(
+                        item, "queue", Unavailable("the server stopped before this task ran")
+                    )
+            for _ in lane.threads:
+                lane.queue.put(_STOP)
+        deadline = time.monotonic() + timeout_s
+        for lane in self._lanes.values():
+            for t in lane.threads:
+                t.join(max(0.0, deadline - time.monotonic()))
+
+    def _fail_orphaned_jobs(self) -> None:
+        for state in ACTIVE_STATES:
+            jobs, _ = self.core.jobs.list(state=state.value, limit=10_000)
+            for job in jobs:
+                self.core.jobs.fail(
+                    job.id,
+                    step="runner",
+                    code="unavailable",
+                    message="the server restarted before this job finished",
+                )
+                log.warning(
+                    "job %s (%s) was %s when the server stopped: failed", job.id, job.kind, state
+                )
+
+    # -- dispatching ------------------------------------------------------------------------
+    def submit(self, kind: str, params: dict[str, Any], *, task_id: str | None = None) -> str:
+        task_kind(kind)
+        if self._stopping.is_set():
+            raise Unavailable("the server is shutting down")
+        task = _Task(task_id or new_task_id(), kind, params, lane=lane_of(kind))
+        with self._lock:
+            self._tasks[task.task_id] = task
+            self._trim()
+        self._lanes[task.lane].queue.put(task)
+        return task.task_id
+
+    def _trim(self) -> None:
+        finished = [t for t in self._tasks.values() if t.finished_at is not None]
+        for t in finished[: max(0, len(finished) - HISTORY)]:
+            del self._tasks[t.task_id]
+
+    def _work(self, lane: _Lane) -> None:
+        while True:
+            item = lane.queue.get()
+            if item is _STOP:
+                return
+            self._run(item)
+
+    def _run(self, task: _Task) -> None:
+        from workers.client import Endpoints, TaskContext
+
+        with self._lock:
+            task.state, task.started_at = "running", time.time()
+            task.thread = threading.current_thread().name
+        ctx = TaskContext(
+            task_id=task.task_id,
+            endpoints=self._endpoints(Endpoints),
+            work_dir=self.work_dir,
+            service_token=self.core.settings.resolved_admin_token,
+            progress_every_s=self.core.settings.export_progress_every_s,
+            runner=self.mode,
+            attempt=task.retries + 1,
+            settings=self.core.settings,
+        )
+        try:
+            result = load_function(task.kind)(task.params, ctx)
+        except Exception as e:
+            if self._retry_later(task, e):
+                return
+            error = e if isinstance(e, AgentdataError) else None
+            self._finish(
+                task,
+                "failed",
+                error={
+                    "code": error.code if error else "internal",
+                    "message": error.message if error else f"{type(e).__name__}: {e}",
+                },
+            )
+            if error is None:
+                log.exception("task %s (%s) crashed", task.task_id, task.kind)
+            self._fail_job(task, "task", error or AgentdataError(f"{type(e).__name__}: {e}"))
+            return
+        self._finish(task, "succeeded", result=result)
+        if task.kind == "export":
+            # An export that could not record its end (e.g. its credential expired) must
+            # not leave the job running for the stale rule to find an hour later.
+            self._settle_job(task)
+
+    def _retry_later(self, task: _Task, error: Exception) -> bool:
+        """Apply the kind's retry policy (as Celery's autoretry does): re-queue the task
+        after the policy's backoff; False when it is not retried."""
+        policy = retry_policy(task.kind, self.core.settings)
+        if policy is None or not policy.will_retry(error, task.retries + 1):
+            return False
+        delay = policy.delay_s(task.retries)
+        with self._lock:
+            task.state, task.retries = "retrying", task.retries + 1
+            task.error = {
+                "code": getattr(error, "code", "internal"),
+                "message": getattr(error, "message", str(error)),
+            }
+        log.info(
+            "task %s (%s) failed (%s); retry %d in %.1fs",
+            task.task_id,
+            task.kind,
+            type(error).__name__,
+            task.retries,
+            delay,
+        )
+        timer = threading.Timer(delay, self._requeue, (task,))
+        timer.daemon = True
+        timer.start()
+        return True
+
+    def _requeue(self, task: _Task) -> None:
+        if self._stopping.is_set():
+            self._finish(task, "failed", error={"code": "unavailable", "message": "server stopped"})
+            self._fail_job(
+                task, "queue", Unavailable("the server stopped before this task's retry")
+            )
+            return
+        with self._lock:
+            task.state = "queued"
+        self._lanes[task.lane].queue.put(task)
+
+    def _endpoints(self, endpoints_cls: Any) -> Any:
+        urls = getattr(self.core, "endpoints", None) or {}
+        if "http" in urls and "flight" in urls:
+            roots = None
+            if self.core.settings.tls_cert is not None:
+                roots = Path(self.core.settings.tls_cert).read_bytes()
+            return endpoints_cls(urls["http"], urls["flight"], roots)
+        return endpoints_cls.from_settings(self.core.settings)
+
+    def _finish(
+        self,
+        task: _Task,
+        state: str,
+        *,
+        result: dict[str, Any] | None = None,
+        error: dict[str, Any] | None = None,
+    ) -> None:
+        with self._lock:
+            task.state, task.finished_at = state, time.time()
+            task.result, task.error = result, error
+            # The credential is not needed any more; do not keep it in memory.
+            task.params = redacted(task.params)
+
+    def _settle_job(self, task: _Task) -> None:
+        job_id = task.job_id
+        if job_id is None:
+            return
+        try:
+            job = self.core.jobs.get(job_id)
+            if job.state not in (JobState.QUEUED, JobState.RUNNING):
+                return
+            if job.cancel_requested:
+                self.core.jobs.mark_cancelled(job_id)
+            else:
+                self.core.jobs.fail(
+                    job_id,
+                    step="task",
+                    code=InternalError.code,
+                    message="the task ended without recording its outcome",
+                )
+        except NotFound:
+            pass
+
+    def _fail_job(self, task: _Task, step: str, error: AgentdataError) -> None:
+        """End the task's job if the task could not (e.g. the server stopped under it)."""
+        job_id = task.job_id
+        if job_id is None:
+            return
+        try:
+            job = self.core.jobs.get(job_id)
+            if not JobState(job.state).finished:
+                self.core.jobs.fail(job_id, step=step, code=error.code, message=error.message)
+        except (NotFound, Conflict):
+            pass
+        except Exception:
+            log.exception("could not fail job %s", job_id)
+
+    # -- monitoring -------------------------------------------------------------------------
+    def status(self, task_id: str) -> dict[str, Any]:
+        with self._lock:
+            task = self._tasks.get(task_id)
+            if task is None:
+                raise NotFound(f"no task {task_id!r} in this server's runner")
+            return task.public()
+
+    def active(self) -> list[dict[str, Any]]:
+        with self._lock:
+            running = [t.public() for t in self._tasks.values() if t.state == "running"]
+        for t in running:
+            t["state"] = "running"
+        return running
+
+    def queued(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [t.public() for t in self._tasks.values() if t.state == "queued"]
+
+    def queues(self) -> list[dict[str, Any]]:
+        with self._lock:
+            depth = {name: 0 for name in self._lanes}
+            for t in self._tasks.values():
+                if t.state == "queued":
+                    depth[t.lane] += 1
+        return [
+            {
+                "name": name,
+                "depth": depth[name],
+                "kinds": sorted(k for k in TASK_KINDS if lane_of(k) == name),
+                "broker": None,
+            }
+            for name in self._lanes
+        ]
+
+    def workers(self) -> list[dict[str, Any]]:
+        with self._lock:
+            busy = {name: 0 for name in self._lanes}
+            done = {"succeeded": 0, "failed": 0}
+            for t in self._tasks.values():
+                if t.state == "running":
+                    busy[t.lane] += 1
+                if t.state in done:
+                    done[t.state] += 1
+        lanes = []
+        for lane in self._lanes.values():
+            alive = sum(1 for t in lane.threads if t.is_alive())
+            lanes.append(
+                {
+                    "queue": lane.name,
+                    "concurrency": lane.size,
+                    "threads": alive,
+                    "busy": busy[lane.name],
+                    "idle": max(0, alive - busy[lane.name]),
+                }
+            )
+        main = lanes[0]
+        return [
+            {
+                "name": self.name,
+                "runner": self.mode,
+                "pid": os.getpid(),
+                "pool": "threads",
+                # The task pool; the maintenance lane's own thread is listed under lanes.
+                "concurrency": main["concurrency"],
+                "threads": main["threads"],
+                "busy": main["busy"],
+                "idle": main["idle"],
+                "queues": list(self._lanes),
+                "lanes": lanes,
+                "tasks_done": done,
+                "scheduler": self.scheduler.describe() if self.scheduler else None,
+            }
+        ]
+
+    def refresh_gauges(self) -> None:
+        """Queue depth and running tasks per lane, for /metrics."""
+        for q in self.queues():
+            metrics.TASK_QUEUE_DEPTH.labels(q["name"]).set(q["depth"])
+        for lane in self.workers()[0]["lanes"]:
+            metrics.TASKS_RUNNING.labels(lane["queue"]).set(lane["busy"])
+
+    def close(self) -> None:
+        self.stop()
+
+    def pending_rule(self, rule: str) -> bool:
+        """Whether a run of maintenance `rule` is queued or running now."""
+        with self._lock:
+            return any(
+                t.kind == "maintenance"
+                and t.params.get("rule") == rule
+                and t.state in ("queued", "running")
+                for t in self._tasks.values()
+            )
+
+
+def _warm_up() -> None:
+    """Import the task code before the first task needs it (seconds, on a cold start)."""
+    try:
+        for kind in ("export", "maintenance", "sync"):
+            load_function(kind)
+        import pyarrow as pa
+
+        pa.array(["warm-up"])  # pyarrow imports pandas (if installed) on first use
+    except Exception:  # a missing optional module shows up when a task runs
+        log.debug("task warm-up failed", exc_info=True)
+
+
+class Scheduler:
+    """Submits maintenance runs on their periods (the in-process stand-in for beat)."""
+
+    def __init__(self, runner: InProcessRunner, periods: dict[str, float]) -> None:
+        self.runner = runner
+        self.periods = periods
+        self._stop = threading.Event()
+        self._last: dict[str, float | None] = {}
+        self._thread = threading.Thread(target=self._loop, name="agentdata-scheduler", daemon=True)
+
+    def start(self) -> None:
+        self._last = dict(maintenance.last_runs(self.runner.core))
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def next_due(self) -> dict[str, float]:
+        return {
+            rule: (self._last.get(rule) or 0.0) + period for rule, period in self.periods.items()
+        }
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "rules": {
+                rule: {"every_s": period, "last_run_at": self._last.get(rule), "next_run_at": due}
+                for (rule, period), due in zip(
+                    self.periods.items(), self.next_due().values(), strict=True
+                )
+            }
+        }
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            now = time.time()
+            for rule, due in self.next_due().items():
+                if due <= now and not self.runner.pending_rule(rule):
+                    try:
+                        self.runner.submit("maintenance", {"rule": rule})
+                    except Unavailable:
+                        return
+                    self._last[rule] = now
+            wait = min(self.next_due().values()) - time.time()
+            self._stop.wait(min(max(wait, 0.2), 60.0))
+
+
+def runner_component() -> tuple[Callable[[Core], None], Callable[[Core], None]]:
+    """The `serve` component for embedded mode: the pool, the scheduler, the dispatcher."""
+
+    def start(core: Core) -> None:
+        runner = InProcessRunner(core, threads=core.settings.embedded_workers)
+        core.dispatcher = runner
+        core.gauge_refreshers.append(runner.refresh_gauges)
+        runner.start()
+
+    def stop(core: Core) -> None:
+        runner = core.dispatcher
+        if isinstance(runner, InProcessRunner):
+            runner.stop()
+
+    return start, stop

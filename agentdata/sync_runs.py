@@ -1,0 +1,170 @@
+"""Starting sync runs: now (REST, CLI) or when their schedule says so.
+
+    job = start_run(core, principal, "orders")          # a queued job of kind "sync"
+    started = run_due(core, principal)                  # every scheduled sync that is due
+
+A run is a job of kind `sync` whose task (`workers.sync.run:sync_task`) goes to the
+dispatcher: a Celery worker with Redis, the in-process runner without. The task gets
+the spec as it was when the run started, the run's number (for `reconcile_every`) and
+a credential delegated for the job only: a writer limited to the sync's target table,
+valid while the job lives, so a sync can touch no other table.
+
+Schedules. A spec's `schedule` is an interval (`15m`) or a cron line. A sync is due
+when its interval has passed since its last run started (a sync that never ran is due
+at once), or when its cron line has fired since then (or since the spec was created).
+A sync whose previous run is still queued, running or retrying is never started again.
+What is due is decided here, in the server, from the meta store, so schedules survive
+restarts and there is one truth for both runners: Celery beat asks every
+`sync_schedule_every_s` through `POST /api/v1/syncs/due` (a tiny task on a worker), and
+without Redis `SyncScheduler` (a thread of the server) calls `run_due` directly.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+from agentdata.dispatch import new_task_id
+from agentdata.errors import AgentdataError, Conflict, Unavailable
+from agentdata.jobs import ACTIVE_STATES, Job
+from agentdata.sqlguard import parse_table_ref
+from agentdata.syncs import schedule_seconds
+from agentdata.tokens import Principal, Role
+
+if TYPE_CHECKING:
+    from agentdata.core import Core
+
+log = logging.getLogger("agentdata.syncs")
+
+
+def active_job(core: Core, name: str) -> str | None:
+    """The id of the sync's queued, running or retrying job, if it has one."""
+    states = [s.value for s in ACTIVE_STATES]
+    row = core.meta.one(
+        "SELECT id FROM jobs WHERE kind = 'sync' AND json_extract(params, '$.name') = ?"
+        f" AND state IN ({', '.join('?' * len(states))}) ORDER BY created_at DESC LIMIT 1",
+        (name, *states),
+    )
+    return str(row["id"]) if row else None
+
+
+def start_run(
+    core: Core, principal: Principal, name: str, *, full: bool = False, trigger: str = "api"
+) -> Job:
+    """Queue one run of sync `name`; 409 while another run of it is active."""
+    principal.require_admin()
+    spec = core.syncs.get(name)
+    running = active_job(core, name)
+    if running is not None:
+        raise Conflict(f"sync {name!r} is already running: job {running}")
+    dispatcher = core.dispatcher
+    if dispatcher is None:
+        raise Unavailable("this server runs no task dispatcher")
+    params: dict[str, Any] = {
+        "name": name,
+        "source": spec.source,
+        "target": spec.target,
+        "mode": spec.mode,
+        "full": full,
+        "trigger": trigger,
+    }
+    job = core.jobs.create("sync", params, owner=principal.token_id)
+    run = core.syncs.started(name, job.id)
+    task_id = new_task_id()
+    core.jobs.set_task_id(job.id, task_id)
+    schema, table = parse_table_ref(spec.target)
+    scoped = Principal(
+        token_id=principal.token_id,
+        name=f"sync {name}",
+        role=Role.WRITER,
+        tables=(f"{schema}.{table}".lower(),),
+        expires_at=principal.expires_at,
+    )
+    token = core.tokens.delegate(scoped, job_id=job.id, ttl_s=core.settings.task_token_ttl_s)
+    task_params = {
+        "job_id": job.id,
+        "name": name,
+        "spec": spec.model_dump(mode="json"),
+        "run": run,
+        "full": full,
+        "token": token,
+    }
+    try:
+        dispatcher.submit("sync", task_params, task_id=task_id)
+    except AgentdataError as e:
+        core.jobs.fail(job.id, step="dispatch", code=e.code, message=e.message)
+        raise
+    log.info("sync %s: run %d queued as job %s (%s)", name, run, job.id, trigger)
+    return core.jobs.get(job.id)
+
+
+def due(core: Core, now: float | None = None) -> list[str]:
+    """Names of the enabled, scheduled syncs that are due and not running now."""
+    from croniter import croniter
+
+    now = time.time() if now is None else now
+    names = []
+    for record in core.syncs.list():
+        spec = record["spec"]
+        schedule = spec.get("schedule")
+        if not spec.get("enabled", True) or schedule in (None, ""):
+            continue
+        last = record["last_run_at"]
+        every = schedule_seconds(schedule)
+        if every is not None:
+            is_due = last is None or now >= last + every
+        else:
+            base = last if last is not None else record["created_at"]
+            is_due = croniter(str(schedule), base).get_next(float) <= now
+        if is_due and active_job(core, spec["name"]) is None:
+            names.append(spec["name"])
+    return names
+
+
+def run_due(core: Core, principal: Principal, now: float | None = None) -> list[dict[str, Any]]:
+    """Start every due sync; returns [{name, job_id}] (or {name, error} where it failed)."""
+    started = []
+    for name in due(core, now):
+        try:
+            job = start_run(core, principal, name, trigger="schedule")
+        except Conflict:
+            continue  # started by someone else meanwhile
+        except AgentdataError as e:
+            log.warning("scheduled sync %s not started: %s", name, e.message)
+            started.append({"name": name, "error": {"code": e.code, "message": e.message}})
+            continue
+        started.append({"name": name, "job_id": job.id})
+    return started
+
+
+class SyncScheduler:
+    """Embedded mode's stand-in for beat: `run_due` every `sync_schedule_every_s`."""
+
+    def __init__(self, core: Core) -> None:
+        self.core = core
+        self.every_s = core.settings.sync_schedule_every_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._loop, name="agentdata-sync-scheduler", daemon=True
+        )
+
+    def start(self) -> None:
+        if self.every_s > 0:
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(5)
+
+    def _loop(self) -> None:
+        admin = self.core.tokens.verify(self.core.settings.resolved_admin_token())
+        while not self._stop.wait(self.every_s):
+            try:
+                run_due(self.core, admin)
+            except Unavailable:
+                return  # shutting down
+            except Exception:
+                log.exception("scheduled syncs: check failed")

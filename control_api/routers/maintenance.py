@@ -1,0 +1,53 @@
+"""/api/v1/maintenance: the clean-up rules, their schedule, and running one now (admin only).
+
+`POST /api/v1/maintenance/{rule}/run` is how Celery beat (through a worker) and the
+in-process scheduler trigger a run: the rule runs here, in the server, as a job of
+kind `maintenance`, and the answer is that finished job.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from pydantic import BaseModel, Field
+
+from agentdata import maintenance
+from control_api.deps import AdminDep, CoreDep
+from control_api.routers.jobs import JobOut
+
+router = APIRouter(prefix="/api/v1/maintenance", tags=["maintenance"])
+
+
+class RunRequest(BaseModel):
+    task_id: str | None = Field(
+        None, max_length=200, description="The task that asked for this run (recorded on the job)."
+    )
+
+
+@router.get("")
+def list_rules(core: CoreDep, admin: AdminDep) -> dict[str, Any]:
+    """Each rule with its period, ages and last run."""
+    settings = core.settings
+    periods = maintenance.schedule(settings)
+    last = maintenance.last_runs(core)
+    return {
+        "scheduler": "celery beat" if settings.redis_url else "in-process",
+        "ages": maintenance.ages(settings),
+        "rules": [
+            {
+                "name": name,
+                "description": rule.description,
+                "every_s": periods.get(name),
+                "last_run_at": last.get(name),
+            }
+            for name, rule in maintenance.RULES.items()
+        ],
+    }
+
+
+@router.post("/{rule}/run", response_model=JobOut)
+def run_rule(rule: str, core: CoreDep, admin: AdminDep, body: RunRequest | None = None) -> JobOut:
+    """Run one rule now; answers its job (state succeeded, or failed with the step)."""
+    job = maintenance.run_rule(core, admin, rule, task_id=body.task_id if body else None)
+    return JobOut(**job.to_dict())

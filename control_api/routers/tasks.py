@@ -1,0 +1,76 @@
+"""/api/v1/tasks: what the task machinery is doing (admin only).
+
+With Redis the answers come from Celery's inspection (workers, running and reserved
+tasks) and the broker (queue lengths); in embedded mode from the in-process pool's
+own bookkeeping (its queue, its threads). `runner` says which.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+
+from agentdata.core import Core
+from agentdata.dispatch import Dispatcher
+from agentdata.errors import NotFound, Unavailable
+from control_api.deps import AdminDep, CoreDep
+
+router = APIRouter(prefix="/api/v1/tasks", tags=["tasks"])
+
+
+def _dispatcher(core: Core) -> Dispatcher:
+    if core.dispatcher is None:
+        raise Unavailable("this server runs no task dispatcher")
+    return core.dispatcher
+
+
+def _job_of(core: Core, task_id: str) -> dict[str, Any] | None:
+    row = core.meta.one(
+        "SELECT id, kind, state FROM jobs WHERE task_id = ? ORDER BY created_at DESC LIMIT 1",
+        (task_id,),
+    )
+    return {"id": row["id"], "kind": row["kind"], "state": row["state"]} if row else None
+
+
+@router.get("/status/{task_id}")
+def task_status(task_id: str, core: CoreDep, admin: AdminDep) -> dict[str, Any]:
+    """One task's state (and result or error), with the job it runs."""
+    dispatcher = _dispatcher(core)
+    job = _job_of(core, task_id)
+    try:
+        out = dispatcher.status(task_id)
+    except NotFound:
+        if job is None:
+            raise
+        # A task of an earlier server process: only its job remembers it.
+        out = {"task_id": task_id, "state": "UNKNOWN", "runner": dispatcher.mode}
+    if out.get("state") == "PENDING" and job is None:
+        raise NotFound(f"no task {task_id!r} (unknown to the broker and to every job)")
+    out["job"] = job
+    return out
+
+
+@router.get("/active")
+def active_tasks(core: CoreDep, admin: AdminDep) -> dict[str, Any]:
+    """Tasks running now (and, with Celery, reserved by a worker)."""
+    dispatcher = _dispatcher(core)
+    tasks = dispatcher.active()
+    for t in tasks:
+        job = _job_of(core, t["task_id"]) if t.get("task_id") else None
+        t["job"] = job
+    return {"runner": dispatcher.mode, "tasks": tasks}
+
+
+@router.get("/queues")
+def task_queues(core: CoreDep, admin: AdminDep) -> dict[str, Any]:
+    """Each queue and the tasks waiting in it."""
+    dispatcher = _dispatcher(core)
+    return {"runner": dispatcher.mode, "queues": dispatcher.queues()}
+
+
+@router.get("/workers")
+def task_workers(core: CoreDep, admin: AdminDep) -> dict[str, Any]:
+    """Workers that answer now: their pool, concurrency and load."""
+    dispatcher = _dispatcher(core)
+    return {"runner": dispatcher.mode, "workers": dispatcher.workers()}

@@ -1,0 +1,1 @@
+"""Control plane tests: artefacts, jobs, the OpenAPI surface."""

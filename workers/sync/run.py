@@ -1,0 +1,530 @@
+"""The sync task: a thin orchestrator over extract → plan → load.
+
+    lock ─▶ start ─▶ describe source (extract) ─▶ inspect table, watermark (plan)
+         ─▶ extract ⇢ load (DoPut, batch by batch) ─▶ [keys ⇢ reconcile] ─▶ succeeded
+                    │ every `progress_every_s`: rows and bytes on the job; its answer
+                    └ says whether the job was cancelled (the upload is then abandoned)
+
+`sync_task(params, ctx)` is the plain function behind the Celery task `agentdata.sync`
+and the in-process runner. Its params come from `agentdata.sync_runs.start_run`: the
+job id, the spec as it was when the run started, the run's number and a credential
+delegated for this job (a writer on the target table only).
+
+One spec never runs twice at once: the run holds the spec's lock (`workers.sync.lock`)
+from before it starts the job until it ends. A second delivery of the same job (a
+worker died, or Redis redelivered it) waits for the lock and then finds its job
+finished, or takes over a job whose worker died once the dead holder's lock expires.
+Everything a run writes is atomic on the server (a full load swaps the table, a merge
+is one transaction), so a run that dies part way leaves the table as it was, and the
+re-run converges on the source.
+
+Failures are reported to the job with their step (`lock`, `extract`, `plan`, `load`),
+the table and the job, then raised: transient ones (Snowflake or the server
+unreachable, timeouts) are retried by the runner's retry policy (`retry_policy`, the
+same for Celery and the embedded runner) and the job shows `retrying` with the last
+error; terminal ones (authentication, SQL, missing object, unmapped type, an
+incompatible schema change) fail the job at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+# The connector takes seconds to import: pay it when the worker (or the embedded
+# runner's warm-up) loads this module, not in the first run.
+import snowflake.connector  # noqa: F401
+
+from agentdata.errors import (
+    AgentdataError,
+    Cancelled,
+    Conflict,
+    DeadlineExceeded,
+    InternalError,
+    NotFound,
+    Unauthenticated,
+    Unavailable,
+)
+from agentdata.retries import RetryPolicy
+from agentdata.settings import Settings
+from agentdata.syncs import SyncSpec
+from workers.client import ServerClient, TaskContext
+from workers.sync.load import LoadCounter, StepFailed, load, reshaper
+from workers.sync.lock import SyncLock, owner_job, sync_lock
+from workers.sync.plan import Plan, TargetTable, committed_max, inspect_target, plan_run
+
+log = logging.getLogger("agentdata.worker.sync")
+
+T = TypeVar("T")
+FINISHED = ("succeeded", "failed", "cancelled")
+#: Errors worth another attempt: the source or the server could not be reached, or timed out.
+TRANSIENT: tuple[type[BaseException], ...] = (Unavailable, DeadlineExceeded)
+
+
+def retry_policy(settings: Settings) -> RetryPolicy:
+    """How sync runs are retried (Celery's autoretry, and the embedded runner's)."""
+    return RetryPolicy(
+        retry_for=TRANSIENT,
+        max_retries=settings.sync_max_retries,
+        backoff_s=settings.sync_retry_backoff_s,
+        backoff_max_s=settings.sync_retry_backoff_max_s,
+    )
+
+
+def sync_task(params: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
+    """Run one sync job (the plain function behind the Celery task and the runner)."""
+    settings = ctx.settings if ctx.settings is not None else Settings()
+    with ServerClient(ctx.endpoints, params["token"]) as client:
+        return SyncRun(client, ctx, settings, params).run()
+
+
+def schedule_task(params: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
+    """Beat's tick: ask the server to start the scheduled syncs that are due."""
+    if ctx.service_token is None:
+        raise Unauthenticated("no service token for scheduled syncs")
+    with ServerClient(ctx.endpoints, ctx.service_token()) as client:
+        started = client.request("POST", "/api/v1/syncs/due")
+    return {"started": started.get("started", []) if isinstance(started, dict) else []}
+
+
+def _step(step: str, call: Callable[[], T]) -> T:
+    """Run `call`, attaching `step` to a project error it raises."""
+    try:
+        return call()
+    except StepFailed:
+        raise
+    except AgentdataError as e:
+        raise StepFailed(step, e) from None
+
+
+class _Skip(Exception):
+    """Nothing to do: the job ended (or was cancelled) before this delivery ran."""
+
+
+class SyncRun:
+    """One delivery of one sync job."""
+
+    def __init__(
+        self, client: ServerClient, ctx: TaskContext, settings: Settings, params: dict[str, Any]
+    ) -> None:
+        self.client = client
+        self.ctx = ctx
+        self.settings = settings
+        self.job_id: str = params["job_id"]
+        self.spec = SyncSpec.model_validate(params["spec"])
+        self.run_number = int(params.get("run") or 1)
+        self.force_full = bool(params.get("full"))
+        self.counter = LoadCounter()
+        self.extracted = [0, 0]  # rows, bytes
+        self.phase = "lock"
+        self.cancelled = threading.Event()
+        self.lock: SyncLock | None = None
+        self.started = time.monotonic()
+        self.planned_s = 0.0
+
+    # -- the run ---------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        try:
+            self._check_job()
+            lock = self._acquire()
+        except _Skip as s:
+            return self._skipped(str(s))
+        except StepFailed as f:
+            return self._failed(f)
+        try:
+            try:
+                self._check_turn()
+            except _Skip as s:
+                return self._skipped(str(s))
+            except StepFailed as f:
+                return self._failed(f)
+            return self._run_locked()
+        finally:
+            lock.release()
+
+    def _run_locked(self) -> dict[str, Any]:
+        try:
+            job = self.client.job_event(self.job_id, "start", task_id=self.ctx.task_id)
+        except (Conflict, NotFound, Unauthenticated) as e:
+            return self._skipped(e.message)
+        except AgentdataError as e:
+            return self._failed(StepFailed("start", e))
+        if job.get("cancel_requested"):
+            return self._cancelled()
+        log.info(
+            "sync %s: job %s attempt %d (run %d) started",
+            self.spec.name,
+            self.job_id,
+            self.ctx.attempt,
+            self.run_number,
+        )
+        reporter = _Reporter(self, self.ctx.progress_every_s)
+        reporter.start()
+        try:
+            result = self._sync()
+        except StepFailed as f:
+            reporter.stop()
+            if self.cancelled.is_set():
+                return self._cancelled()
+            return self._failed(f)
+        except Exception as e:  # a bug, not a user error: still tell the job why
+            reporter.stop()
+            log.exception("sync %s: job %s crashed", self.spec.name, self.job_id)
+            return self._failed(StepFailed(self.phase, InternalError(f"{type(e).__name__}: {e}")))
+        reporter.stop()
+        try:
+            self.client.job_event(
+                self.job_id,
+                "succeeded",
+                rows=self.counter.rows,
+                bytes=self.counter.bytes,
+                percent=100.0,
+                result=result,
+            )
+        except (Conflict, NotFound, Unauthenticated) as e:
+            # Cancelled at the last moment: the data is in (it was committed) but the job
+            # says cancelled; the next run converges anyway.
+            log.info("sync %s: job %s result not recorded: %s", self.spec.name, self.job_id, e)
+        log.info(
+            "sync %s: job %s done: %d rows loaded into %s in %.1fs",
+            self.spec.name,
+            self.job_id,
+            self.counter.rows,
+            self.spec.target,
+            time.monotonic() - self.started,
+        )
+        return {"job_id": self.job_id, "state": "succeeded", **result}
+
+    def _sync(self) -> dict[str, Any]:
+        from workers.sync.credentials import SnowflakeSettings
+        from workers.sync.extract import SnowflakeExtractor, TerminalSourceError
+        from workers.sync.types import map_columns
+
+        spec = self.spec
+        self.phase = "extract"
+        try:
+            snowflake = SnowflakeSettings()
+        except AgentdataError as e:
+            raise StepFailed("extract", e) from None
+        except Exception as e:  # a malformed variable: pydantic names it, never its value
+            raise StepFailed("extract", TerminalSourceError(f"Snowflake settings: {e}")) from None
+        with SnowflakeExtractor(snowflake, max_batch_rows=self.settings.sync_batch_rows) as ex:
+            opened = None
+            if spec.mode == "full" or self.force_full:
+                # A full read needs nothing from the plan: run the source query while the
+                # table is inspected, and take the columns from the query itself.
+                opened, target = self._extract_while(
+                    ex, lambda: inspect_target(self.client, spec.target)
+                )
+                source = opened.targets
+            else:
+                columns = _step("extract", lambda: ex.describe_source(spec.source))
+                source = _step("extract", lambda: map_columns(columns))
+                self.phase = "plan"
+                target = _step("plan", lambda: inspect_target(self.client, spec.target))
+            self.phase = "plan"
+            try:
+                plan = _step("plan", lambda: self._plan(source, target, force_full=self.force_full))
+            except BaseException:
+                if opened is not None:
+                    opened.close()
+                raise
+            self.planned_s = time.monotonic() - self.started
+            try:
+                put, snapshot = self._load(ex, plan, opened)
+            except StepFailed as f:
+                if not (
+                    spec.on_incompatible == "resync"
+                    and plan.put_mode != "replace"
+                    and "incompatible schema change on" in f.error.message
+                ):
+                    raise
+                # The server judged a change incompatible that the planner let through.
+                plan = _step("plan", lambda: self._plan(source, target, force_full=True))
+                plan = _with_reason(plan, f.error.message)
+                self.counter = LoadCounter()
+                put, snapshot = self._load(ex, plan)
+            deleted_missing = 0
+            if plan.reconcile:
+                deleted_missing = self._reconcile(ex, plan, snapshot)
+        changes = plan.changes if plan.put_mode == "replace" else put.get("schema_changes") or {}
+        result: dict[str, Any] = {
+            "sync": spec.name,
+            "target": spec.target,
+            "run": self.run_number,
+            "attempt": self.ctx.attempt,
+            "runner": self.ctx.runner,
+            "plan": plan.describe(),
+            "rows_extracted": self.extracted[0],
+            "bytes_extracted": self.extracted[1],
+            "rows_loaded": self.counter.rows,
+            "bytes_loaded": self.counter.bytes,
+            "rows": put.get("rows", self.counter.rows),
+            "created": put.get("created", False),
+            "replaced_rows": put.get("deleted", 0) if plan.put_mode == "upsert" else 0,
+            "deleted_rows": deleted_missing,
+            "schema_changes": {k: list(v) for k, v in changes.items()},
+            "snapshot": snapshot,
+            "seconds": round(time.monotonic() - self.started, 3),
+            "timings_s": {"plan": round(self.planned_s, 3), **self.counter.timings()},
+        }
+        missing = result["schema_changes"].get("missing") or []
+        if missing:
+            result["dropped_columns"] = missing
+            result["notes"] = [
+                f"the source no longer has column(s) {', '.join(missing)}: kept in "
+                f"{spec.target}, NULL in the rows this run loaded"
+            ]
+        return result
+
+    def _plan(self, source: list[Any], target: TargetTable, *, force_full: bool) -> Plan:
+        from workers.sync.extract import TerminalSourceError, resolve_column
+
+        spec = self.spec
+        watermark = None
+        if spec.mode == "incremental" and target.exists and not force_full:
+            try:
+                cursor = resolve_column(
+                    spec.cursor or "", [t.source for t in source], source=spec.source
+                )
+            except TerminalSourceError:
+                cursor = None  # plan_run names the problem
+            column = target.column(cursor) if cursor else None
+            if column is not None:
+                watermark = committed_max(self.client, target, column)
+        return plan_run(
+            spec, source, target, run=self.run_number, watermark=watermark, force_full=force_full
+        )
+
+    def _extract_while(
+        self, ex: Any, inspect: Callable[[], TargetTable]
+    ) -> tuple[Any, TargetTable]:
+        """Start the full source query in a thread while `inspect` runs here."""
+        box: dict[str, Any] = {}
+
+        def extract() -> None:
+            try:
+                box["extraction"] = ex.extract(self.spec.source, progress=self._extract)
+            except BaseException as e:  # handed to the caller below
+                box["error"] = e
+
+        thread = threading.Thread(target=extract, name=f"sync-{self.job_id[:8]}-query")
+        thread.start()
+        try:
+            target = _step("plan", inspect)
+        except BaseException:
+            thread.join()
+            if "extraction" in box:
+                box["extraction"].close()
+            raise
+        thread.join()
+        error = box.get("error")
+        if error is not None:
+            if isinstance(error, AgentdataError):
+                raise StepFailed("extract", error) from None
+            raise error
+        return box["extraction"], target
+
+    def _load(self, ex: Any, plan: Plan, opened: Any = None) -> tuple[dict[str, Any], str | None]:
+        self.phase = "extract"
+        extraction = opened or _step(
+            "extract",
+            lambda: ex.extract(self.spec.source, since=plan.since, progress=self._extract),
+        )
+        with extraction:
+            transform = reshaper(
+                extraction.schema,
+                casts=plan.casts,
+                layout=plan.layout,
+                keep=plan.keep,
+                after=(plan.after.column, plan.after.value) if plan.after is not None else None,
+            )
+            snapshot = extraction.query_id
+            self.phase = "load"
+            put = load(
+                self.client,
+                plan.command(self.spec.target, snapshot),
+                iter(extraction),
+                extraction.schema,
+                transform=transform,
+                counter=self.counter,
+                should_stop=self._should_stop,
+                max_rows_per_s=self.settings.sync_max_rows_per_s,
+            )
+        return put, snapshot
+
+    def _reconcile(self, ex: Any, plan: Plan, snapshot: str | None) -> int:
+        self.phase = "extract"
+        keys = _step("extract", lambda: ex.extract_keys(self.spec.source, list(plan.key)))
+        with keys:
+            self.phase = "load"
+            command: dict[str, Any] = {
+                "table": self.spec.target,
+                "mode": "reconcile",
+                "key": list(plan.key),
+            }
+            if snapshot:
+                command["snapshot"] = snapshot
+            put = load(self.client, command, iter(keys), keys.schema, should_stop=self._should_stop)
+        return int(put.get("deleted", 0))
+
+    def _extract(self, rows: int, nbytes: int) -> None:
+        self.extracted[0], self.extracted[1] = rows, nbytes
+
+    def _should_stop(self) -> AgentdataError | None:
+        if self.cancelled.is_set():
+            return Cancelled("the job was cancelled")
+        if self.lock is not None and self.lock.lost.is_set():
+            return Unavailable(f"lost the lock of sync {self.spec.name!r}; not committing")
+        return None
+
+    # -- before the start ------------------------------------------------------------
+    def _job(self) -> dict[str, Any]:
+        try:
+            job: dict[str, Any] = self.client.request("GET", f"/api/v1/jobs/{self.job_id}")
+        except (NotFound, Unauthenticated) as e:
+            # Deleted, or its credential ended with it (finished): nothing to run.
+            raise _Skip(e.message) from None
+        except AgentdataError as e:
+            raise StepFailed("lock", e) from None
+        return job
+
+    def _check_job(self) -> None:
+        job = self._job()
+        if job["state"] in FINISHED:
+            raise _Skip(f"job already {job['state']}")
+        if job.get("cancel_requested"):
+            raise _Skip("job was cancelled")
+
+    def _check_turn(self) -> None:
+        """With the lock held: is this delivery the one to run?
+
+        Redis may deliver a task twice (a worker died, or a run outlasted the broker's
+        visibility timeout). A delivery whose job is `retrying` with this attempt already
+        made is stale: the next attempt is scheduled, and this one stands aside. A job
+        still `running` whose lock we could take lost its worker: this delivery takes over.
+        """
+        job = self._job()
+        if job["state"] in FINISHED:
+            raise _Skip(f"job already {job['state']}")
+        if job.get("cancel_requested"):
+            raise _Skip("job was cancelled")
+        if job["state"] == "retrying" and self.ctx.attempt <= int(job["attempts"]):
+            raise _Skip(
+                f"attempt {self.ctx.attempt} was made already; "
+                f"attempt {int(job['attempts']) + 1} is scheduled"
+            )
+
+    def _acquire(self) -> SyncLock:
+        """Take the spec's lock, waiting while another delivery of this job (or a dead
+        one) holds it; a different live run of the spec fails this one after a while."""
+        owner = f"{self.job_id}:{uuid.uuid4().hex[:12]}"
+        lock = sync_lock(self.settings, self.spec.name, owner)
+        ttl = self.settings.sync_lock_ttl_s
+        give_up = time.monotonic() + 2 * ttl + 5
+        poll = min(1.0, max(0.1, ttl / 4))
+        while True:
+            if _step("lock", lock.try_acquire):
+                self.lock = lock
+                return lock
+            holder = owner_job(_step("lock", lock.holder))
+            self._check_job()
+            if holder not in (None, self.job_id) and time.monotonic() > give_up:
+                raise StepFailed(
+                    "lock", Conflict(f"sync {self.spec.name!r} is already running: job {holder}")
+                )
+            time.sleep(poll)
+
+    # -- endings -----------------------------------------------------------------------
+    def _skipped(self, reason: str) -> dict[str, Any]:
+        log.info("sync %s: job %s not run: %s", self.spec.name, self.job_id, reason)
+        return {"job_id": self.job_id, "state": "skipped", "reason": reason}
+
+    def _cancelled(self) -> dict[str, Any]:
+        try:
+            self.client.job_event(
+                self.job_id, "cancelled", rows=self.counter.rows, bytes=self.counter.bytes
+            )
+        except AgentdataError as e:
+            log.info("sync %s: cancel not recorded: %s", self.spec.name, e.message)
+        log.info("sync %s: job %s cancelled; nothing was written", self.spec.name, self.job_id)
+        return {"job_id": self.job_id, "state": "cancelled"}
+
+    def _failed(self, failure: StepFailed) -> dict[str, Any]:
+        """Report the failure (retrying or failed) and raise it for the runner."""
+        error = failure.error
+        policy = retry_policy(self.settings)
+        retry = policy.will_retry(error, self.ctx.attempt)
+        message = (
+            f"{failure.step} failed for {self.spec.target} (sync {self.spec.name}, "
+            f"job {self.job_id}, attempt {self.ctx.attempt}"
+            f"{f' of {policy.max_retries + 1}' if policy.retryable(error) else ''}): "
+            f"{error.message}"
+        )
+        if retry:
+            message += "; retrying"
+        log.warning("sync %s: %s", self.spec.name, message)
+        try:
+            self.client.job_event(
+                self.job_id,
+                "retrying" if retry else "failed",
+                rows=self.counter.rows,
+                bytes=self.counter.bytes,
+                error={"step": failure.step, "code": error.code, "message": message[:10_000]},
+            )
+        except AgentdataError as e:
+            log.warning("sync %s: could not record the failure: %s", self.spec.name, e.message)
+        raise error
+
+
+def _with_reason(plan: Plan, reason: str) -> Plan:
+    from dataclasses import replace
+
+    return replace(plan, resync_reason=reason)
+
+
+class _Reporter:
+    """Reports progress every `every_s` seconds from a thread of its own; a report that
+    finds the job cancelled (or ended elsewhere) stops the run before it commits."""
+
+    def __init__(self, run: SyncRun, every_s: float) -> None:
+        self.run = run
+        self.every_s = max(0.05, every_s)
+        self._stop = threading.Event()
+        self._client = run.client.clone()
+        self._thread = threading.Thread(
+            target=self._loop, name=f"sync-{run.job_id[:8]}-progress", daemon=True
+        )
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        if not self._stop.is_set():
+            self._stop.set()
+            if self._thread.is_alive() and self._thread is not threading.current_thread():
+                self._thread.join(30)
+            self._client.close()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.every_s):
+            self.report()
+
+    def report(self) -> None:
+        run = self.run
+        try:
+            job = self._client.job_event(
+                run.job_id, "progress", rows=run.counter.rows, bytes=run.counter.bytes
+            )
+        except (Conflict, Unauthenticated, NotFound):
+            run.cancelled.set()
+            return
+        except AgentdataError as err:
+            log.warning("sync job %s: progress report failed: %s", run.job_id, err.message)
+            return
+        if job.get("cancel_requested"):
+            run.cancelled.set()
