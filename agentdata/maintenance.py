@@ -160,9 +160,15 @@ def _delete_old_jobs(core: Core, settings: Settings, now: float, *, keep: str) -
     for row in rows:
         core.jobs.delete(row["id"])
         deleted[row["state"]] += 1
+    # Each job's delegated credential is a token record; once expired it can never be
+    # used again, so it goes with the jobs (user tokens stay listed until revoked/expired).
+    expired_credentials = core.meta.execute(
+        "DELETE FROM tokens WHERE name LIKE 'job % (delegated)' AND expires_at < ?", (now,)
+    )
     return {
         "deleted_jobs": sum(deleted.values()),
         "deleted_by_state": deleted,
+        "deleted_job_credentials": expired_credentials,
     }
 
 

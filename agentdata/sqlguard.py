@@ -99,13 +99,25 @@ def check(cursor: duckdb.DuckDBPyConnection, principal: Principal, sql: str) -> 
 
 
 def normalise_table_name(name: str) -> str:
-    """`s."Secret"` -> `s.secret`; bare names are in `main`; a catalog prefix is dropped."""
-    parts = split_identifier(name)
+    """`s."Secret" AS x` -> `s.secret`; bare names are in `main`; a catalog prefix and an
+    alias (DuckDB's binder reports aliased tables as `schema.table AS alias`) are dropped."""
+    parts = split_identifier(_strip_alias(name.strip()))
     if len(parts) == 1:
         parts = ["main", *parts]
     elif len(parts) > 2:
         parts = parts[-2:]
     return ".".join(p.lower() for p in parts)
+
+
+def _strip_alias(name: str) -> str:
+    """The qualified name before the first unquoted whitespace."""
+    quoted = False
+    for i, ch in enumerate(name):
+        if ch == '"':
+            quoted = not quoted
+        elif ch.isspace() and not quoted:
+            return name[:i]
+    return name
 
 
 def split_identifier(name: str) -> list[str]:

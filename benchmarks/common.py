@@ -442,13 +442,18 @@ def run_client(args: Sequence[str], timeout: float = 1800) -> dict[str, Any]:
 
 
 def run_clients(
-    arg_lists: Sequence[Sequence[str]], timeout: float = 1800, *, ready_timeout: float = 300
+    arg_lists: Sequence[Sequence[str]],
+    timeout: float = 1800,
+    *,
+    ready_timeout: float = 300,
+    on_go: Callable[[], object] | None = None,
 ) -> list[dict[str, Any]]:
     """Run several client processes at once; results in the same order.
 
     Clients get `--sync`: each prints READY once imported, connected and warmed up,
     and all are sent GO together, so slow start-ups on a busy machine never eat into
-    the timed part. Each result gets "go" (the time.time() of the start signal).
+    the timed part. Each result gets "go" (the time.time() of the start signal);
+    `on_go` runs just before the signal (e.g. to read the server's CPU time).
     """
     procs = [spawn_client([*a, "--sync"]) for a in arg_lists]
     deadline = time.monotonic() + ready_timeout
@@ -460,6 +465,8 @@ def run_clients(
                 q.kill()
             err = p.stderr.read() if p.stderr else ""
             raise RuntimeError(f"client did not get ready ({line.strip()!r}): {err[-3000:]}")
+    if on_go is not None:
+        on_go()
     go = time.time()
     for p in procs:
         assert p.stdin is not None

@@ -32,12 +32,12 @@ import pyarrow.flight as fl
 from agentdata import metrics
 from agentdata.core import Core
 from agentdata.engine import ResultStream, StreamOptions, TableInfo
-from agentdata.errors import AgentdataError, InvalidArgument, Unimplemented
+from agentdata.errors import InvalidArgument, Unimplemented
 from agentdata.ingest import IngestRequest, ingest
 from agentdata.sqlguard import quote_ident
 from agentdata.tokens import Principal
 from flight_server.auth import MIDDLEWARE_KEY, AuthMiddlewareFactory, NoOpAuthHandler, principal_of
-from flight_server.errors import flight_errors, guard_stream, to_flight_error
+from flight_server.errors import flight_errors, guard_stream
 from flight_server.tickets import TicketStore
 
 log = logging.getLogger("agentdata.flight")
@@ -287,27 +287,18 @@ def open_flight_stream(
 
 
 def to_data_stream(stream: ResultStream, items: Iterator[Any] | None = None) -> fl.FlightDataStream:
-    """The Flight stream for a result.
+    """The Flight stream for a result: GeneratorStream, so error codes survive mid-stream.
 
-    GeneratorStream keeps error codes (a timeout mid-stream reaches the client as
-    DEADLINE_EXCEEDED). It cannot send dictionary batches, though, so results with
-    dictionary columns (DuckDB ENUMs) go through RecordBatchStream, where an error
-    raised mid-stream arrives as UNKNOWN whose message still starts with "[code]".
+    GeneratorStream sends a bare RecordBatch without its dictionaries; for results with
+    dictionary columns (DuckDB ENUMs) each batch goes out as a one-batch Table, which
+    pyarrow sends through RecordBatchStream, dictionaries first.
     """
+    batches = items if items is not None else guard_stream(iter(stream))
     if any(pa.types.is_dictionary(f.type) for f in stream.schema):
-        return fl.RecordBatchStream(
-            pa.RecordBatchReader.from_batches(stream.schema, _coded_errors(stream))
+        batches = (
+            pa.Table.from_batches([b]) if isinstance(b, pa.RecordBatch) else b for b in batches
         )
-    return fl.GeneratorStream(
-        stream.schema, items if items is not None else guard_stream(iter(stream))
-    )
-
-
-def _coded_errors(stream: ResultStream) -> Iterator[pa.RecordBatch]:
-    try:
-        yield from stream
-    except AgentdataError as err:
-        raise to_flight_error(err) from None
+    return fl.GeneratorStream(stream.schema, batches)
 
 
 def _with_truncation_note(

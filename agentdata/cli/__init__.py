@@ -12,6 +12,7 @@ from agentdata.cli.exports import export_command
 from agentdata.cli.jobs import job_group
 from agentdata.cli.options import settings_options
 from agentdata.cli.sql import sql_command
+from agentdata.cli.sync import sync_group
 from agentdata.cli.tokens import token_group
 from agentdata.cli.worker import beat_command, flower_command, worker_command
 from agentdata.settings import Settings
@@ -37,6 +38,7 @@ cli.add_command(sql_command)
 cli.add_command(artefact_group)
 cli.add_command(job_group)
 cli.add_command(export_command)
+cli.add_command(sync_group)
 cli.add_command(worker_command)
 cli.add_command(beat_command)
 cli.add_command(flower_command)

@@ -17,9 +17,10 @@ everything down, and returns a JSON-serialisable dict with at least:
 ``reference``  what each figure is compared against, and why that is fair
 ``results``    raw figures: any JSON (per-run times, latencies, RSS samples, ...)
 ``metrics``    rows of the summary table, each built with `benchmarks.common.metric`:
-               ``{"metric", "value", "unit", "reference", "ratio", "aim", "met"}``;
-               ``ratio`` is value / reference where both are numbers, ``aim`` a short
-               text such as ``"<= 1.15"`` and ``met`` True/False/None (no aim)
+               ``{"metric", "value", "unit", "reference", "reference_label", "ratio",
+               "aim", "met", "spread"}``; ``ratio`` is value / reference where both
+               are numbers, ``aim`` a short text such as ``"<= 1.15"``, ``met``
+               True/False/None (no aim) and ``spread`` the (min, max) behind a median
 ``plots``      PNG file names written into the results directory (optional)
 ``notes``      free-text caveats (optional): what was skipped and why, noisy runs
 

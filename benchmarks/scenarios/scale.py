@@ -38,10 +38,14 @@ def run(quick: bool) -> dict[str, Any]:
                     "--warm-sql", f"SELECT * FROM {c.table_name(sizes[0])}"]  # fmt: skip
 
             def fetch() -> float:
-                before = c.cpu_seconds(server.pid)
+                before = [0.0]
+
+                def go() -> None:  # after the client's warm-up, before its timed fetch
+                    before[0] = c.cpu_seconds(server.pid)
+
                 with c.RssSampler(server.pid, 0.02) as sampler:
-                    result = c.run_client(args)
-                cpu[n].append(c.cpu_seconds(server.pid) - before)
+                    (result,) = c.run_clients([args], on_go=go)
+                cpu[n].append(c.cpu_seconds(server.pid) - before[0])
                 if result["rows"] != n:
                     raise RuntimeError(f"{c.table_name(n)}: got {result['rows']} rows")
                 nbytes[n] = result["bytes"]

@@ -69,6 +69,7 @@ def _attempts(target: Path) -> list[tuple[str, str, type[Exception]]]:
         ("limited", "SELECT * FROM query_table('demo.orders')", DENIED),
         ("limited", "SELECT * FROM shadow.orders_view", DENIED),
         ("limited", "SELECT * FROM demo.customers c JOIN demo.products p ON p.id = c.id", DENIED),
+        ("limited", "SELECT o.id FROM demo.customers AS c, demo.orders AS o", DENIED),
         ("limited", "DESCRIBE demo.orders", DENIED),
     ]
 

@@ -7,6 +7,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import pyarrow as pa
 import pyarrow.flight as fl
 import pytest
 
@@ -165,3 +166,17 @@ def test_batches_are_bounded_in_bytes(tmp_path) -> None:
         assert max(sizes) <= limit * 1.05
     finally:
         srv.stop()
+
+
+def test_enum_results_keep_error_codes_mid_stream(server: ServerProcess) -> None:
+    token = server.create_token("reader", name="impatient-enum", timeout_s=1.0)["token"]
+    server.execute(server.admin_token, "CREATE TYPE IF NOT EXISTS colour AS ENUM ('red', 'green')")
+    client = server.flight()
+    opts = server.options(token)
+    sql = b"SELECT 'red'::colour AS c, a.range AS x FROM range(1000000) a, range(1000000) b"
+    info = client.get_flight_info(fl.FlightDescriptor.for_command(sql), opts)
+    reader = client.do_get(info.endpoints[0].ticket, opts)
+    first = reader.read_chunk().data
+    assert first.column("c").type == pa.dictionary(pa.uint8(), pa.string())
+    with pytest.raises(fl.FlightTimedOutError, match=r"\[deadline_exceeded\]"):
+        _drain(reader)

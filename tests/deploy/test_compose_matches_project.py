@@ -613,6 +613,29 @@ def test_redis_health_check(services: dict[str, dict[str, Any]]) -> None:
     assert _probe(dead, _probe_env()).returncode != 0
 
 
+def test_emulator_health_check_passes_against_the_real_emulator(
+    services: dict[str, dict[str, Any]], tmp_path: Path
+) -> None:
+    service = services["snowflake-emulator"]
+    port = free_port()
+    argv = [a if a != "8080" else str(port) for a in _command(service)]
+    assert argv[:3] == ["python", "-m", "fakesnow"]
+    probe = [a.replace("port=8080", f"port={port}") for a in healthcheck_argv(service)]
+    assert probe != healthcheck_argv(service)
+    env = _probe_env()
+    log = tmp_path / "emulator.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, *argv[1:]], env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+    try:
+        _wait_healthy("snowflake-emulator", probe, env, proc, log)
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    assert _probe(probe, env, timeout=60).returncode != 0
+
+
 @dataclass
 class Running:
     name: str
@@ -634,13 +657,15 @@ class Running:
 STARTED = {"worker": " ready.", "beat": "beat pidbox: Connected", "flower": "Connected to redis"}
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module", autouse=True)
 def celery_services(
-    services: dict[str, dict[str, Any]],
-    server: ServerProcess,
-    tmp_path_factory: pytest.TempPathFactory,
+    services: dict[str, dict[str, Any]], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[dict[str, Running]]:
-    """worker, beat and Flower started with their compose commands and environments."""
+    """worker, beat and Flower started with their compose commands and environments.
+
+    Started with the module (autouse) so they boot while the tests above run; their
+    tests come last.
+    """
     r = redis.Redis.from_url(REDIS_URL)
     r.flushdb()
     work = tmp_path_factory.mktemp("celery")
@@ -654,9 +679,10 @@ def celery_services(
                     **_environment(service),
                     # What .env and the compose network provide, pointed at this machine.
                     "AGENTDATA_REDIS_URL": REDIS_URL,
-                    "AGENTDATA_ADMIN_TOKEN": server.admin_token if name == "worker" else "",
-                    "AGENTDATA_SERVER_URL": server.http_url,
-                    "AGENTDATA_FLIGHT_URL": server.flight_url,
+                    # (No task runs here: the server's URLs are never called.)
+                    "AGENTDATA_ADMIN_TOKEN": "adt_compose_test" if name == "worker" else "",
+                    "AGENTDATA_SERVER_URL": "http://127.0.0.1:9",
+                    "AGENTDATA_FLIGHT_URL": "grpc://127.0.0.1:9",
                     "AGENTDATA_DATA_DIR": str(work / name / "data"),
                     "FLOWER_BASIC_AUTH": "ops:s3cret",
                     "PYTHONUNBUFFERED": "1",
@@ -721,26 +747,3 @@ def test_celery_service_health_check_passes_against_the_real_process(
         # Flower itself asks for the login set in .env.
         assert httpx.get(f"{base}/").status_code == 401
         assert httpx.get(f"{base}/", auth=("ops", "s3cret")).status_code == 200
-
-
-def test_emulator_health_check_passes_against_the_real_emulator(
-    services: dict[str, dict[str, Any]], tmp_path: Path
-) -> None:
-    service = services["snowflake-emulator"]
-    port = free_port()
-    argv = [a if a != "8080" else str(port) for a in _command(service)]
-    assert argv[:3] == ["python", "-m", "fakesnow"]
-    probe = [a.replace("port=8080", f"port={port}") for a in healthcheck_argv(service)]
-    assert probe != healthcheck_argv(service)
-    env = _probe_env()
-    log = tmp_path / "emulator.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, *argv[1:]], env=env, stdout=out, stderr=subprocess.STDOUT
-        )
-    try:
-        _wait_healthy("snowflake-emulator", probe, env, proc, log)
-    finally:
-        proc.terminate()
-        proc.wait(30)
-    assert _probe(probe, env, timeout=60).returncode != 0

@@ -166,9 +166,10 @@ def test_cancel_long_query(connect: Connect, server: ServerProcess, reader_token
         except BaseException as e:
             errors.append(e)
 
+    idle = _running_queries(server, reader_token)
     worker = threading.Thread(target=run)
     worker.start()
-    _wait_for(lambda: _running_queries(server, reader_token) == 1, "the query to start")
+    _wait_for(lambda: _running_queries(server, reader_token) == idle + 1, "the query to start")
     cur.adbc_cancel()
     worker.join(30)
     assert not worker.is_alive(), "execute() did not return after cancel"
@@ -176,7 +177,7 @@ def test_cancel_long_query(connect: Connect, server: ServerProcess, reader_token
     assert isinstance(errors[0], adbc_driver_manager.OperationalError)
     assert "cancel" in str(errors[0]).lower()
     # ...and the server stopped computing (it notices the cancelled call).
-    _wait_for(lambda: _running_queries(server, reader_token) == 0, "the server to stop")
+    _wait_for(lambda: _running_queries(server, reader_token) == idle, "the server to stop")
     cur.execute("SELECT 42")
     assert cur.fetchall() == [(42,)]
 

@@ -3,7 +3,7 @@ process and beat (`python -m agentdata worker|beat`), the `fakesnow` emulator in
 mode driven by the real connector, and a real `agentdata serve`.
 
 One emulator, server, worker and beat serve the module. The worker loads at most
-100k rows/s (`sync_max_rows_per_s`), so a run over the large tables lasts long enough
+250k rows/s (`sync_max_rows_per_s`), so a run over the large tables lasts long enough
 to stop the emulator, or kill the worker, in the middle of it; retries back off by a
 few seconds, locks expire in 3 s and Redis hands a dead worker's task on after 10 s.
 """
@@ -46,7 +46,7 @@ from tests.tasks.support import wait_until
 REDIS_URL = "redis://127.0.0.1:6379/9"
 BIG_ROWS = 500_000
 MID_ROWS = 200_000
-MAX_ROWS_PER_S = 100_000
+MAX_ROWS_PER_S = 250_000
 UTC = dt.UTC
 
 
@@ -60,7 +60,7 @@ class Stack:
     beat: Any
     logs: list[Path] = field(default_factory=list)
 
-    def start_worker(self) -> None:
+    def spawn_worker(self) -> None:
         log = self.root / f"worker-{len(self.logs)}.log"
         self.logs.append(log)
         self.worker = spawn(
@@ -68,6 +68,8 @@ class Stack:
             self.env,
             log,
         )
+
+    def wait_for_worker(self) -> None:
         with self.server.http() as http:
             wait_until(
                 lambda: (
@@ -75,7 +77,7 @@ class Stack:
                     and http.get("/api/v1/tasks/workers").json()["workers"]
                 ),
                 timeout=120,
-                what=f"the worker to answer ({log.read_text()[-2000:]})",
+                what=f"the worker to answer ({self.logs[-1].read_text()[-2000:]})",
             )
 
     def worker_log(self) -> str:
@@ -89,25 +91,36 @@ class Stack:
         return "\n".join(lines[-40:])
 
 
+def _seed(snow: FakesnowServer) -> None:
+    snow.start()
+    snow.execute(
+        ALL_TYPES_DDL,
+        *ALL_TYPES_ROWS,
+        "create table ORDERS (ID NUMBER(38,0), STATUS VARCHAR, AMOUNT NUMBER(10,2),"
+        " UPDATED_AT TIMESTAMP_NTZ)",
+        """insert into ORDERS select seq8(), 'new', (seq8() % 1000) / 10,
+           dateadd(minute, seq8(), '2024-01-01 00:00:00'::timestamp_ntz)
+           from table(generator(rowcount => 1000))""",
+        f"""create table BIG as select seq8() as ID, (seq8() % 1000)::NUMBER(9,0) as V,
+            'row ' || seq8() as S from table(generator(rowcount => {BIG_ROWS}))""",
+        f"""create table MID as select seq8() as ID, (seq8() % 7)::NUMBER(9,0) as V
+            from table(generator(rowcount => {MID_ROWS}))""",
+        "create table SMALL as select seq8() as ID from table(generator(rowcount => 10))",
+    )
+
+
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     redis.Redis.from_url(REDIS_URL).flushdb()
     root = tmp_path_factory.mktemp("sync-celery")
-    with FakesnowServer(data_dir=root / "snow") as snow:
-        snow.execute(
-            ALL_TYPES_DDL,
-            *ALL_TYPES_ROWS,
-            "create table ORDERS (ID NUMBER(38,0), STATUS VARCHAR, AMOUNT NUMBER(10,2),"
-            " UPDATED_AT TIMESTAMP_NTZ)",
-            """insert into ORDERS select seq8(), 'new', (seq8() % 1000) / 10,
-               dateadd(minute, seq8(), '2024-01-01 00:00:00'::timestamp_ntz)
-               from table(generator(rowcount => 1000))""",
-            f"""create table BIG as select seq8() as ID, (seq8() % 1000)::NUMBER(9,0) as V,
-                'row ' || seq8() as S from table(generator(rowcount => {BIG_ROWS}))""",
-            f"""create table MID as select seq8() as ID, (seq8() % 7)::NUMBER(9,0) as V
-                from table(generator(rowcount => {MID_ROWS}))""",
-            "create table SMALL as select seq8() as ID from table(generator(rowcount => 10))",
-        )
+    snow = FakesnowServer(data_dir=root / "snow")  # its port is chosen now
+    # The emulator, the server, the worker and beat start side by side (each takes seconds).
+    failures: list[BaseException] = []
+    seeding = threading.Thread(target=lambda: _catch(failures, _seed, snow), daemon=True)
+    seeding.start()
+    server = None
+    stack = None
+    try:
         server = start_server(root / "data", env={"AGENTDATA_REDIS_URL": REDIS_URL})
         settings = {
             "AGENTDATA_REDIS_URL": REDIS_URL,
@@ -127,17 +140,31 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         }
         env = worker_env(server, snow, root / "worker", **settings)
         stack = Stack(snow, server, root, env, worker=None, beat=None)
-        try:
-            stack.beat = spawn(
-                ["beat", "--schedule-file", str(root / "beat-schedule")], env, root / "beat.log"
-            )
-            stack.start_worker()
-            yield stack
-        finally:
+        stack.beat = spawn(
+            ["beat", "--schedule-file", str(root / "beat-schedule")], env, root / "beat.log"
+        )
+        stack.spawn_worker()
+        seeding.join(180)
+        if failures or seeding.is_alive():
+            raise RuntimeError(f"seeding the emulator failed: {failures}\n{snow.log_tail()}")
+        stack.wait_for_worker()
+        yield stack
+    finally:
+        if stack is not None:
             for proc in (stack.beat, stack.worker):
                 if proc is not None:
                     stop(proc)
+        if server is not None:
             server.stop()
+        seeding.join(60)
+        snow.close()
+
+
+def _catch(failures: list[BaseException], call: Any, *args: Any) -> None:
+    try:
+        call(*args)
+    except BaseException as e:
+        failures.append(e)
 
 
 @pytest.fixture(scope="module")
@@ -335,8 +362,8 @@ def test_missing_table_fails_once_with_a_clear_error(stack: Stack, http: Any) ->
 
 
 def test_emulator_outage_mid_run_is_retried_then_succeeds(stack: Stack, http: Any) -> None:
-    """Stop the emulator while a run loads (its key listing comes next), start it again:
-    the run is retried with backoff and ends with the table equal to the source."""
+    """Stop the emulator once a run started (its queries come next), start it again: the
+    run is retried with backoff and ends with the table equal to the source."""
     create_spec(
         http,
         name="mid",
@@ -351,13 +378,8 @@ def test_emulator_outage_mid_run_is_retried_then_succeeds(stack: Stack, http: An
     run_sync(http, "mid")
     stack.snow.execute("delete from MID where ID in (3, 4)")
     job_id = start_run(http, "mid")
-    loading = wait_until(
-        lambda: (j := job(http, job_id))["state"] == "running" and j["progress_rows"] > 0 and j,
-        timeout=60,
-        what="the run to be loading",
-    )
-    assert loading["progress_bytes"] > 0  # progress is reported while it runs
-    stack.snow.stop()
+    wait_until(lambda: job(http, job_id)["state"] == "running", timeout=60, what="the run")
+    stack.snow.stop()  # the run's next request to Snowflake fails
     try:
         wait_until(
             lambda: (j := job(http, job_id))["state"] == "retrying" or j["attempts"] > 1,
@@ -470,14 +492,18 @@ def test_kill_9_of_the_worker_mid_sync_then_recovery(stack: Stack, http: Any) ->
     thread.start()
     try:
         job_id = start_run(http, "big")
-        wait_until(
-            lambda: job(http, job_id)["progress_rows"] >= 100_000,
+        loading = wait_until(
+            lambda: (j := job(http, job_id))["progress_rows"] >= 100_000 and j,
             timeout=90,
-            what="the run to be half-way through its load",
+            what="the run to be part-way through its load",
         )
-        kill_9(stack.worker)  # the worker and its upload die; nothing acknowledged
+        kill_9(stack.worker)
+        # Progress was on the job while it ran: rows and bytes loaded so far.
+        assert (
+            loading["state"] == "running" and loading["progress_bytes"] > 0
+        )  # the worker and its upload die; nothing acknowledged
         assert job(http, job_id)["state"] == "running"
-        stack.start_worker()  # Redis hands the unacknowledged task to the new worker
+        stack.spawn_worker()  # Redis hands the unacknowledged task to the new worker
         done = wait_for(http, job_id, timeout=120)
     finally:
         watcher.stop.set()

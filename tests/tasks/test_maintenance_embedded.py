@@ -176,3 +176,25 @@ def _upload(http: httpx.Client, data: bytes, fields: dict[str, str]) -> str:
     r = http.post("/api/v1/artefacts", files={"file": ("f.txt", data, "text/plain")}, data=fields)
     assert r.status_code == 201, r.text
     return str(r.json()["id"])
+
+
+def test_jobs_rule_removes_expired_job_credentials(tmp_path: Any) -> None:
+    server = start_server(
+        tmp_path / "data",
+        env={
+            "AGENTDATA_TASK_TOKEN_TTL_S": "6",
+            "AGENTDATA_MAINTENANCE_JOBS_EVERY_S": "0",
+            "AGENTDATA_DEMO": "false",
+        },
+    )
+    try:
+        with server.http() as http:
+            done = run_export(http, "SELECT 1 AS x", "csv")
+            credential = f"job {done['id']} (delegated)"
+            assert credential in [t["name"] for t in http.get("/api/v1/tokens").json()]
+            time.sleep(6.5)  # the credential expires
+            result = run_rule(http, "jobs")["result"]
+            assert result["deleted_job_credentials"] >= 1
+            assert credential not in [t["name"] for t in http.get("/api/v1/tokens").json()]
+    finally:
+        server.stop()

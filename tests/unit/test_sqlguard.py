@@ -65,6 +65,8 @@ def test_identifiers() -> None:
     assert normalise_table_name('S."Secret"') == "s.secret"
     assert normalise_table_name("t") == "main.t"
     assert normalise_table_name("db.s.t") == "s.t"
+    assert normalise_table_name("demo.customers AS c") == "demo.customers"
+    assert normalise_table_name('"my s"."T x" AS "weird alias"') == "my s.t x"
     assert parse_table_ref("demo.orders") == ("demo", "orders")
     with pytest.raises(InvalidArgument):
         parse_table_ref("a.b.c")
@@ -77,6 +79,8 @@ def test_allow_list_sees_through_views_and_ctes() -> None:
     )
     p = Principal("t", "t", Role.READER, tables=("s.pub", "s.v"))
     assert check(con, p, "SELECT * FROM s.pub").tables == frozenset({"s.pub"})
+    aliased = "SELECT a.a FROM s.pub a JOIN s.pub AS b ON a.a = b.a"
+    assert check(con, p, aliased).tables == frozenset({"s.pub"})
     for sql in [
         "SELECT * FROM s.v",
         "WITH x AS (SELECT * FROM s.secret) SELECT * FROM x",
