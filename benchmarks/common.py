@@ -436,6 +436,19 @@ def collect(proc: subprocess.Popen[str], timeout: float = 1800) -> dict[str, Any
     return json.loads(lines[-1])  # type: ignore[no-any-return]
 
 
+def warm(url: str, sql: str, token: str | None = None) -> int:
+    """Fetch `sql` once from this process, untimed: fills the server's buffer pool and
+    caches without paying for a client process. Returns the rows read."""
+    from benchmarks.clients import fetch_once
+
+    client = fl.connect(url)
+    try:
+        opts = bearer(token) if token else fl.FlightCallOptions()
+        return fetch_once(client, sql, opts)[0]
+    finally:
+        client.close()
+
+
 def run_client(args: Sequence[str], timeout: float = 1800) -> dict[str, Any]:
     """Run one client process to completion and return its JSON result."""
     return collect(spawn_client(args), timeout)

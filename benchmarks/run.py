@@ -346,6 +346,9 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"\nwrote {latest.relative_to(c.REPO)} and {(out_dir / 'summary.md').relative_to(c.REPO)}"
     )
+    if not a.quick:
+        for doc in publish(report):
+            print(f"refreshed the benchmark summary in {doc.relative_to(c.REPO)}")
     failed = [r["name"] for r in results if r.get("status") != "ok"]
     if failed:
         print(f"failed scenarios: {', '.join(failed)}", file=sys.stderr)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -208,12 +208,13 @@ class AgentdataFlightServer(fl.FlightServerBase):
                 return
             principal.require_writer()
             request = _ingest_request(descriptor)
+            stream, incomplete = _upload_stream(descriptor, reader)
             result = ingest(
                 self.core.engine,
                 principal,
                 request,
-                reader.to_reader(),
-                is_cancelled=context.is_cancelled,
+                stream,
+                is_cancelled=lambda: context.is_cancelled() or incomplete(),
             )
             metrics.ROWS_INGESTED.inc(result.rows)
             writer.write(pa.py_buffer(json.dumps(result.to_dict()).encode()))
@@ -356,7 +357,7 @@ def _ingest_request(descriptor: fl.FlightDescriptor) -> IngestRequest:
         ) from None
     if not isinstance(doc, dict) or not isinstance(doc.get("table"), str):
         raise InvalidArgument('DoPut command needs {"table": "schema.table"}')
-    unknown = set(doc) - {"table", "mode", "key", "evolve", "snapshot"}
+    unknown = set(doc) - {"table", "mode", "key", "evolve", "snapshot", "end_marker"}
     if unknown:
         raise InvalidArgument(f"unknown DoPut option(s): {', '.join(sorted(unknown))}")
     return IngestRequest.parse(
@@ -366,6 +367,46 @@ def _ingest_request(descriptor: fl.FlightDescriptor) -> IngestRequest:
         evolve=doc.get("evolve", False),
         snapshot=doc.get("snapshot"),
     )
+
+
+def _upload_stream(
+    descriptor: fl.FlightDescriptor, reader: fl.MetadataRecordBatchReader
+) -> tuple[pa.RecordBatchReader, Callable[[], bool]]:
+    """The upload's batches, and whether it stopped before its end (then nothing is written).
+
+    With `{"end_marker": true}` in the command, the client ends its upload with an
+    app_metadata message `{"end": <rows sent>}` (syncs do): an upload that stops without
+    it, such as a worker that died or gave up on purpose, is refused. A cancelled call
+    alone is not enough to tell: gRPC may show it to the server as a clean end of
+    stream before the cancellation itself.
+    """
+    try:
+        wants_marker = descriptor.descriptor_type == fl.DescriptorType.CMD and bool(
+            json.loads(_utf8(descriptor.command)).get("end_marker")
+        )
+    except (ValueError, AttributeError):
+        wants_marker = False
+    if not wants_marker:
+        return reader.to_reader(), lambda: False
+    seen: dict[str, Any] = {"rows": 0, "end": None}
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        while True:
+            try:
+                chunk = reader.read_chunk()
+            except StopIteration:
+                return
+            if chunk.data is not None:
+                seen["rows"] += chunk.data.num_rows
+                yield chunk.data
+            if chunk.app_metadata is not None:
+                try:
+                    seen["end"] = json.loads(chunk.app_metadata.to_pybytes()).get("end")
+                except (ValueError, AttributeError):
+                    raise InvalidArgument('upload metadata must be JSON {"end": rows}') from None
+
+    stream = pa.RecordBatchReader.from_batches(reader.schema, batches())
+    return stream, lambda: seen["end"] != seen["rows"]
 
 
 def _iso(ts: float | None) -> str | None:

@@ -51,8 +51,8 @@ def run(quick: bool) -> dict[str, Any]:
         a_args = ["fetch", "--url", server.flight_url, "--token", token, "--sql", sql]
         b_args = ["fetch", "--url", bare_url, "--sql", sql]
         # Warm both servers (DuckDB's buffer pool, gRPC channels) outside the timings.
-        c.run_client([*a_args, "--runs", "1"])
-        c.run_client([*b_args, "--runs", "1"])
+        c.warm(server.flight_url, sql, token)
+        c.warm(bare_url, sql)
 
         def subject_a() -> float:
             before_cpu = c.cpu_seconds(server.pid)

@@ -39,7 +39,7 @@ def run(quick: bool) -> dict[str, Any]:
     sampler = c.RssSampler(server.pid, 0.02).start()
     try:
         token = server.create_token("reader", name="bench-memory")
-        time.sleep(1.0)
+        time.sleep(0.5)
         idle = sampler.samples[-1][1]
         sampler.mark("one big stream")
         t_big0 = sampler.samples[-1][0]
@@ -55,7 +55,7 @@ def run(quick: bool) -> dict[str, Any]:
             ]
         )
         t_big1 = sampler.samples[-1][0]
-        time.sleep(1.0)
+        time.sleep(0.5)
         sampler.mark(f"{streams} streams")
         t_many0 = sampler.samples[-1][0]
         procs = 4
@@ -68,7 +68,7 @@ def run(quick: bool) -> dict[str, Any]:
             timeout=1200,
         )  # fmt: skip
         t_many1 = sampler.samples[-1][0]
-        time.sleep(1.0)
+        time.sleep(0.5)
     finally:
         sampler.stop()
         server.stop()

@@ -54,11 +54,8 @@ def run(quick: bool) -> dict[str, Any]:
 
             return fetch
 
-        for n in sizes:  # warm-up: DuckDB's buffer pool, the gRPC channel
-            subject(n)()
-        for n in sizes:
-            peaks[n].clear()
-            cpu[n].clear()
+        for n in sizes:  # warm-up: DuckDB's buffer pool
+            c.warm(server.flight_url, f"SELECT * FROM {c.table_name(n)}", token)
         by_name = c.interleaved(runs, {str(n): subject(n) for n in sizes})
         times = {int(k): v for k, v in by_name.items()}
     notes.append(c.load_note() + " (after)")

@@ -7,11 +7,15 @@ Shared helpers for reading the deployment files live here.
 
 from __future__ import annotations
 
+import importlib.metadata as metadata
 import re
+import tomllib
 from pathlib import Path
 from typing import Any
 
 import yaml
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "docker-compose.yml"
@@ -83,3 +87,42 @@ def run_example(code: str, *, flight_port: int, http_port: int) -> str:
     with contextlib.redirect_stdout(out):
         exec(compile(code, str(API_DOC), "exec"), {"__name__": "__example__"})
     return out.getvalue()
+
+
+def lock_pins() -> dict[str, str]:
+    """requirements.lock as {canonical name: version}."""
+    pins = {}
+    for line in (REPO / "requirements.lock").read_text().splitlines():
+        if "==" in line and not line.startswith("#"):
+            name, version = line.split("==")
+            pins[canonicalize_name(name)] = version.strip()
+    return pins
+
+
+def runtime_requirements() -> list[str]:
+    """pyproject's runtime dependencies: what the image installs (pinned by the lock)."""
+    return list(tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"])
+
+
+def dependency_closure(requirements: list[str]) -> set[str]:
+    """Every distribution the requirements pull in, extras and markers evaluated."""
+    seen: set[str] = set()
+    todo = [(Requirement(r), "") for r in requirements]
+    while todo:
+        req, extra = todo.pop()
+        if req.marker is not None and not req.marker.evaluate({"extra": extra}):
+            continue
+        name = canonicalize_name(req.name)
+        key = f"{name}[{','.join(sorted(req.extras))}]"
+        if key in seen:
+            continue
+        seen.add(key)
+        for dep in metadata.requires(name) or []:
+            dep_req = Requirement(dep)
+            if dep_req.marker is None or dep_req.marker.evaluate({"extra": ""}):
+                todo.append((dep_req, ""))
+            else:
+                for wanted in req.extras:
+                    if dep_req.marker.evaluate({"extra": wanted}):
+                        todo.append((dep_req, wanted))
+    return {key.split("[")[0] for key in seen}

@@ -28,8 +28,6 @@ import click
 import pytest
 import redis
 from dotenv import dotenv_values
-from packaging.requirements import Requirement
-from packaging.utils import canonicalize_name
 
 from agentdata.cli import cli
 from agentdata.settings import Settings
@@ -39,9 +37,12 @@ from tests.deploy import (
     ENV_EXAMPLE,
     INTERPOLATION,
     REPO,
+    dependency_closure,
     healthcheck_argv,
     interpolate,
     load_compose,
+    lock_pins,
+    runtime_requirements,
 )
 from tests.support.server import ServerProcess, free_port
 
@@ -184,8 +185,11 @@ def test_env_example_has_no_secrets_and_parses_into_the_settings(
     monkeypatch: pytest.MonkeyPatch, services: dict[str, dict[str, Any]]
 ) -> None:
     example = _env_example()
-    for name in (*SECRETS, "FLOWER_BASIC_AUTH", "SNOWFLAKE_PASSWORD"):
+    for name in (*SECRETS, "FLOWER_BASIC_AUTH"):
         assert example.get(name) == "", f"{name} must be an empty placeholder"
+    # Snowflake lines are all commented out: a set variable, even empty, would count as
+    # given (and an empty SNOWFLAKE_PORT would not even parse).
+    assert [name for name in example if name.startswith("SNOWFLAKE_")] == []
     # Required secrets are required by compose too: `${NAME:?message}`.
     compose_text = COMPOSE_FILE.read_text()
     for name in ("AGENTDATA_ADMIN_TOKEN", "FLOWER_BASIC_AUTH"):
@@ -201,20 +205,25 @@ def test_env_example_has_no_secrets_and_parses_into_the_settings(
     assert settings.admin_token is None and settings.jwt_secret is None  # empty means unset
     assert settings.memory_limit == "2GB" and settings.demo is True
 
-    # The commented dev lines point the workers at the emulator service as compose runs it.
+    # The commented dev lines, uncommented, point the workers at the emulator service as
+    # compose runs it, with the credentials its health check uses.
     from workers.sync.credentials import SnowflakeSettings
 
-    dev = dict(
-        re.findall(r"^#\s*(SNOWFLAKE_(?:HOST|PORT|PROTOCOL))=(\S+)", ENV_EXAMPLE.read_text(), re.M)
-    )
+    dev_block = ENV_EXAMPLE.read_text().split("dev emulator", 1)[1]
+    dev = dict(re.findall(r"^#\s*(SNOWFLAKE_[A-Z_]+)=(\S+)", dev_block, re.M))
+    assert len(dev) == 6
     for name, value in dev.items():
         monkeypatch.setenv(name, value)
     snow = SnowflakeSettings()
+    kwargs = snow.connect_kwargs()  # complete: no "credentials incomplete" error
     emulator = services["snowflake-emulator"]
     command = _command(emulator)
     assert snow.host == "snowflake-emulator" and snow.protocol == "http"
     assert str(snow.port) == command[command.index("--port") + 1]
     assert "--host" in command and command[command.index("--host") + 1] == "0.0.0.0"
+    probe = " ".join(emulator["healthcheck"]["test"])
+    for key in ("account", "user", "password"):
+        assert f"{key}='{kwargs[key]}'" in probe
 
 
 def test_secrets_reach_only_the_services_that_need_them(
@@ -428,44 +437,10 @@ def test_dependencies_install_from_the_lock_before_the_source() -> None:
     assert "-c /tmp/requirements.lock" in emulator_runs and "fakesnow[server]" in emulator_runs
 
 
-def _lock() -> dict[str, str]:
-    pins = {}
-    for line in (REPO / "requirements.lock").read_text().splitlines():
-        if "==" in line and not line.startswith("#"):
-            name, version = line.split("==")
-            pins[canonicalize_name(name)] = version.strip()
-    return pins
-
-
-def _closure(requirements: list[str]) -> set[str]:
-    """Every distribution the requirements pull in, extras and markers evaluated."""
-    seen: set[str] = set()
-    todo = [(Requirement(r), "") for r in requirements]
-    while todo:
-        req, extra = todo.pop()
-        if req.marker is not None and not req.marker.evaluate({"extra": extra}):
-            continue
-        name = canonicalize_name(req.name)
-        key = f"{name}[{','.join(sorted(req.extras))}]"
-        if key in seen:
-            continue
-        seen.add(key)
-        for dep in metadata.requires(name) or []:
-            dep_req = Requirement(dep)
-            if dep_req.marker is None or dep_req.marker.evaluate({"extra": ""}):
-                todo.append((dep_req, ""))
-            else:
-                for wanted in req.extras:
-                    if dep_req.marker.evaluate({"extra": wanted}):
-                        todo.append((dep_req, wanted))
-    return {key.split("[")[0] for key in seen}
-
-
 def test_the_lock_pins_every_runtime_dependency_of_the_image() -> None:
     """`pip install -r <pyproject deps> -c requirements.lock` is fully pinned by the lock."""
-    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    lock = _lock()
-    closure = _closure(project["dependencies"])
+    lock = lock_pins()
+    closure = dependency_closure(runtime_requirements())
     assert {"duckdb", "pyarrow", "celery", "flower", "uvicorn"} <= closure
     assert sorted(closure - set(lock)) == []
     # ... at the versions the tests run against here.
@@ -473,7 +448,7 @@ def test_the_lock_pins_every_runtime_dependency_of_the_image() -> None:
         n: (lock[n], metadata.version(n)) for n in closure if metadata.version(n) != lock[n]
     }
     assert mismatched == {}
-    assert sorted(_closure(["fakesnow[server]"]) - set(lock)) == []
+    assert sorted(dependency_closure(["fakesnow[server]"]) - set(lock)) == []
 
 
 def _dockerignore_excludes(path: str) -> bool:

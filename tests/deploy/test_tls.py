@@ -10,9 +10,11 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import os
+import signal
 import ssl
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +22,7 @@ from pathlib import Path
 import httpx
 import pyarrow.flight as fl
 import pytest
+import redis
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -29,6 +32,8 @@ from tests.deploy import doc_examples, healthcheck_argv, load_compose, run_examp
 from tests.support.server import REPO, ServerProcess, free_port, start_server
 
 DEMO_ROWS = 5_000
+#: This module's Redis database, for the TLS server with a Celery worker.
+REDIS_URL = "redis://127.0.0.1:6379/11"
 
 
 # -- a throw-away PKI ----------------------------------------------------------------------
@@ -268,6 +273,40 @@ def test_compose_health_check_speaks_https(tls_server: ServerProcess) -> None:
     assert dead.returncode != 0
 
 
+def test_cli_trusts_a_private_ca_through_the_standard_variables(
+    tls_server: ServerProcess, pki: Pki
+) -> None:
+    """`agentdata sql` (gRPC) and the REST commands (httpx) over TLS with a private CA."""
+    env = {
+        **os.environ,
+        "AGENTDATA_FLIGHT_URL": f"grpc+tls://127.0.0.1:{tls_server.flight_port}",
+        "AGENTDATA_URL": tls_server.http_url,
+        "AGENTDATA_TOKEN": tls_server.admin_token,
+        "GRPC_DEFAULT_SSL_ROOTS_FILE_PATH": str(pki.ca.cert),
+        "SSL_CERT_FILE": str(pki.ca.cert),
+    }
+    sql = subprocess.run(
+        [sys.executable, "-m", "agentdata", "sql", "SELECT 6 * 7 AS answer", "--format", "csv"],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+    )
+    assert sql.returncode == 0, sql.stderr
+    assert sql.stdout.split() == ['"answer"', "42"]  # pyarrow's CSV quotes names
+    tokens = subprocess.run(
+        [sys.executable, "-m", "agentdata", "token", "list", "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+    )
+    assert tokens.returncode == 0, tokens.stderr
+    assert tokens.stdout.lstrip().startswith("[")
+
+
 # -- mutual TLS ----------------------------------------------------------------------------
 def test_mutual_tls_refuses_a_client_without_certificate(
     mtls_server: ServerProcess, pki: Pki
@@ -339,6 +378,75 @@ def test_compose_health_check_passes_under_mutual_tls(mtls_server: ServerProcess
     env["AGENTDATA_HTTP_PORT"] = str(mtls_server.http_port)
     result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
+
+
+# -- TLS with Celery workers, as docker-compose runs them -----------------------------------
+@pytest.fixture(scope="module")
+def tls_with_worker(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """A TLS server using Redis, and a worker that trusts the CA (the compose TLS override)."""
+    broker = redis.Redis.from_url(REDIS_URL)
+    broker.flushdb()
+    work = tmp_path_factory.mktemp("tls-celery")
+    srv = start_server(
+        work / "data",
+        env={**_tls_env(pki, mutual=False), "AGENTDATA_REDIS_URL": REDIS_URL},
+        demo_rows=DEMO_ROWS,
+        tls=pki.client_context(),
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTDATA_")}
+    env.update(
+        AGENTDATA_REDIS_URL=REDIS_URL,
+        AGENTDATA_SERVER_URL=srv.http_url,
+        AGENTDATA_FLIGHT_URL=srv.flight_url,
+        # Workers trust the certificate (or CA) named by AGENTDATA_TLS_CERT.
+        AGENTDATA_TLS_CERT=str(pki.ca.cert),
+        AGENTDATA_ADMIN_TOKEN=srv.admin_token,
+        AGENTDATA_DATA_DIR=str(work / "worker"),
+        PYTHONUNBUFFERED="1",
+    )
+    log = work / "worker.log"
+    with open(log, "wb") as out:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "agentdata", "worker", "--concurrency", "1"],
+            env=env,
+            cwd=REPO,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 120
+        while " ready." not in log.read_text(errors="replace"):
+            assert worker.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+        yield srv
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        try:
+            worker.wait(30)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait()
+        srv.stop()
+        broker.flushdb()
+
+
+def test_celery_worker_exports_from_a_tls_server(tls_with_worker: ServerProcess) -> None:
+    """The worker reads the result over grpc+tls and uploads it over HTTPS."""
+    with tls_with_worker.http() as api:
+        job = api.post(
+            "/api/v1/exports", json={"sql": "SELECT * FROM demo.orders", "format": "csv"}
+        ).json()
+        deadline = time.monotonic() + 120
+        while (state := api.get(f"/api/v1/jobs/{job['job_id']}").json())["state"] not in (
+            "succeeded",
+            "failed",
+            "cancelled",
+        ):
+            assert time.monotonic() < deadline, state
+            time.sleep(0.5)
+        assert state["state"] == "succeeded", state.get("error")
+        content = api.get(f"/api/v1/artefacts/{state['result']['artefact_id']}/content")
+    assert content.text.count("\n") == DEMO_ROWS + 1
 
 
 # -- the TLS examples of docs/api.md -------------------------------------------------------

@@ -18,6 +18,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.flight as fl
 import pytest
 
 from tests.support.fakesnow_server import FakesnowServer
@@ -200,6 +202,7 @@ def test_cancelling_a_running_sync_writes_nothing(
     snow: FakesnowServer, server: ServerProcess, http: Any
 ) -> None:
     create_spec(http, name="slow", source=source_of(snow, "SLOW"), target="x.slow")
+    server.execute(server.admin_token, "CREATE SCHEMA IF NOT EXISTS x")
     server.execute(server.admin_token, "CREATE TABLE x.slow AS SELECT 42 AS ID, 'old' AS S")
     job_id = start_run(http, "slow")  # 200k rows at 100k rows/s: two seconds of loading
     wait_until(lambda: job(http, job_id)["progress_rows"] > 0, timeout=60, what="loading")
@@ -310,3 +313,34 @@ def test_cli_add_ls_run_status(snow: FakesnowServer, server: ServerProcess, tmp_
 
     missing = _cli(server, "run", "no-such-sync")
     assert missing.returncode != 0 and "not_found" in missing.stderr
+
+
+def test_an_upload_applies_only_with_its_end_marker(server: ServerProcess) -> None:
+    """The loader's protocol with DoPut: `end_marker` uploads count only when they end
+    with {"end": <rows>}; a writer closed early (what a dying worker's looks like to
+    the server) or a wrong count writes nothing."""
+    server.execute(server.admin_token, "CREATE SCHEMA IF NOT EXISTS x")
+    server.execute(server.admin_token, "CREATE TABLE x.marked AS SELECT 1 AS ID")
+    command = {"table": "x.marked", "mode": "replace", "end_marker": True}
+    descriptor = fl.FlightDescriptor.for_command(json.dumps(command).encode())
+    batch = pa.record_batch([pa.array(range(1000), pa.int64())], names=["ID"])
+
+    def upload(end: int | None) -> None:
+        client = server.flight()
+        writer, results = client.do_put(
+            descriptor, batch.schema, server.options(server.admin_token)
+        )
+        writer.write_batch(batch)
+        writer.write_batch(batch)
+        if end is not None:
+            writer.write_metadata(pa.py_buffer(json.dumps({"end": end}).encode()))
+        writer.done_writing()
+        results.read()
+        writer.close()
+
+    for end in (None, 1000):
+        with pytest.raises(fl.FlightCancelledError, match="nothing was written"):
+            upload(end)
+        assert rows(server, "SELECT count(*) AS n FROM x.marked") == [{"n": 1}]
+    upload(2000)
+    assert rows(server, "SELECT count(*) AS n FROM x.marked") == [{"n": 2000}]

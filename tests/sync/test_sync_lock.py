@@ -25,19 +25,19 @@ def client() -> Iterator[redis.Redis]:
     c.close()
 
 
-def _redis_lock(owner: str, ttl: float = 0.6) -> RedisLock:
+def _redis_lock(owner: str, ttl: float = 0.5) -> RedisLock:
     return RedisLock(redis.Redis.from_url(REDIS_URL), "orders", owner, ttl)
 
 
 @pytest.mark.parametrize("kind", ["redis", "local"])
 def test_one_holder_at_a_time_and_refreshed_while_held(kind: str, client: redis.Redis) -> None:
-    make = _redis_lock if kind == "redis" else (lambda o, ttl=0.6: LocalLock("orders", o, ttl))
+    make = _redis_lock if kind == "redis" else (lambda o, ttl=0.5: LocalLock("orders", o, ttl))
     first, second = make("job1:a"), make("job2:b")
     assert first.try_acquire()
     try:
         assert not second.try_acquire()
         assert owner_job(second.holder()) == "job1"
-        time.sleep(1.5)  # > 2 ttl: only the refresh thread keeps it
+        time.sleep(1.2)  # > 2 ttl: only the refresh thread keeps it
         assert not second.try_acquire() and not first.lost.is_set()
         if kind == "redis":
             assert client.get(KEY_PREFIX + "orders") == b"job1:a"
@@ -52,24 +52,24 @@ def test_one_holder_at_a_time_and_refreshed_while_held(kind: str, client: redis.
 def test_a_dead_holders_lock_expires_and_release_never_frees_anothers(
     kind: str, client: redis.Redis
 ) -> None:
-    make = _redis_lock if kind == "redis" else (lambda o, ttl=0.6: LocalLock("orders", o, ttl))
+    make = _redis_lock if kind == "redis" else (lambda o, ttl=0.5: LocalLock("orders", o, ttl))
     dead, heir = make("job1:dead"), make("job1:heir")
     assert dead.try_acquire()
     dead._stop_refreshing()  # the holder stops refreshing, as a killed worker does
     assert not heir.try_acquire()
-    time.sleep(0.8)
+    time.sleep(0.7)
     assert heir.try_acquire()  # expired: the re-run takes it
     try:
         dead.release()  # late release of the dead owner: a no-op
         assert heir.holder() == "job1:heir"
-        time.sleep(0.5)
+        time.sleep(0.4)
         assert not heir.lost.is_set()
     finally:
         heir.release()
 
 
 def test_a_lock_taken_over_is_reported_lost(client: redis.Redis) -> None:
-    lock = _redis_lock("job1:a", ttl=0.6)
+    lock = _redis_lock("job1:a", ttl=0.5)
     assert lock.try_acquire()
     try:
         client.set(KEY_PREFIX + "orders", "job2:b")  # someone else holds it now

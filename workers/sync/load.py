@@ -10,10 +10,13 @@ holds the connector's current chunk and the batch being sent, never the table. T
 server stages the stream and applies it in one transaction when it ends (see
 `agentdata.ingest`), so a load either lands whole or not at all.
 
-Stopping without writing anything (the job was cancelled, the sync lock was lost, the
-source failed mid-stream) closes the Flight connection without finishing the upload:
-the server sees the call cancelled and discards what it staged. Finishing the upload
-normally (`done_writing`) is what commits, and it is done only after the last batch.
+Every upload asks the server for an end marker (`"end_marker": true`): after the last
+batch the loader sends `{"end": <rows sent>}` as app metadata, and only an upload that
+ends with it, with the right count, is applied. Stopping without writing anything (the
+job was cancelled, the sync lock was lost, the source failed mid-stream, the worker
+died) is simply not sending it: the connection is closed and the server discards what
+it staged. A cancelled call alone would not do, since gRPC may show it to the server
+as a clean end of stream.
 
 Errors keep their step: a failure while pulling the next batch is the extractor's
 (`extract`), one while sending or committing is the server's (`load`).
@@ -102,9 +105,10 @@ def load(
     upload = client.clone()
     started = time.monotonic()
     finished = False
+    sent = 0
     try:
         try:
-            writer, results = upload.open_put(command, out_schema)
+            writer, results = upload.open_put({**command, "end_marker": True}, out_schema)
         except AgentdataError as e:
             raise StepFailed("load", e) from None
         while True:
@@ -131,6 +135,7 @@ def load(
                 raise StepFailed("load", _put_error(e)) from None
             counter.send_s += time.monotonic() - sending
             counter.add(batch)
+            sent += batch.num_rows
             if max_rows_per_s > 0:
                 _throttle(counter.rows, started, max_rows_per_s, should_stop)
         stop = should_stop()
@@ -138,6 +143,8 @@ def load(
             raise StepFailed("load", stop)
         committing = time.monotonic()
         try:
+            # The end marker is what makes the server apply the upload (see module doc).
+            writer.write_metadata(pa.py_buffer(json.dumps({"end": sent}).encode()))
             writer.done_writing()
             finished = True
             answer = results.read()

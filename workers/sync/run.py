@@ -102,7 +102,11 @@ def _step(step: str, call: Callable[[], T]) -> T:
 
 
 class _Skip(Exception):
-    """Nothing to do: the job ended (or was cancelled) before this delivery ran."""
+    """Nothing to do: the job ended before this delivery ran."""
+
+
+class _CancelledEarly(Exception):
+    """The job was cancelled while this delivery waited for its turn."""
 
 
 class SyncRun:
@@ -124,15 +128,17 @@ class SyncRun:
         self.cancelled = threading.Event()
         self.lock: SyncLock | None = None
         self.started = time.monotonic()
-        self.planned_s = 0.0
+        #: Seconds to the job's start (checks, lock), in the source query, to the plan.
+        self.timings: dict[str, float] = {}
 
     # -- the run ---------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
         try:
-            self._check_job()
             lock = self._acquire()
         except _Skip as s:
             return self._skipped(str(s))
+        except _CancelledEarly:
+            return self._cancelled()
         except StepFailed as f:
             return self._failed(f)
         try:
@@ -140,6 +146,8 @@ class SyncRun:
                 self._check_turn()
             except _Skip as s:
                 return self._skipped(str(s))
+            except _CancelledEarly:
+                return self._cancelled()
             except StepFailed as f:
                 return self._failed(f)
             return self._run_locked()
@@ -155,6 +163,7 @@ class SyncRun:
             return self._failed(StepFailed("start", e))
         if job.get("cancel_requested"):
             return self._cancelled()
+        self.timings["start"] = time.monotonic() - self.started
         log.info(
             "sync %s: job %s attempt %d (run %d) started",
             self.spec.name,
@@ -233,7 +242,7 @@ class SyncRun:
                 if opened is not None:
                     opened.close()
                 raise
-            self.planned_s = time.monotonic() - self.started
+            self.timings["plan"] = time.monotonic() - self.started - self.timings["start"]
             try:
                 put, snapshot = self._load(ex, plan, opened)
             except StepFailed as f:
@@ -270,7 +279,10 @@ class SyncRun:
             "schema_changes": {k: list(v) for k, v in changes.items()},
             "snapshot": snapshot,
             "seconds": round(time.monotonic() - self.started, 3),
-            "timings_s": {"plan": round(self.planned_s, 3), **self.counter.timings()},
+            "timings_s": {
+                **{k: round(v, 3) for k, v in self.timings.items()},
+                **self.counter.timings(),
+            },
         }
         missing = result["schema_changes"].get("missing") or []
         if missing:
@@ -307,10 +319,12 @@ class SyncRun:
         box: dict[str, Any] = {}
 
         def extract() -> None:
+            began = time.monotonic()
             try:
                 box["extraction"] = ex.extract(self.spec.source, progress=self._extract)
             except BaseException as e:  # handed to the caller below
                 box["error"] = e
+            self.timings["query"] = time.monotonic() - began
 
         thread = threading.Thread(target=extract, name=f"sync-{self.job_id[:8]}-query")
         thread.start()
@@ -331,10 +345,13 @@ class SyncRun:
 
     def _load(self, ex: Any, plan: Plan, opened: Any = None) -> tuple[dict[str, Any], str | None]:
         self.phase = "extract"
+        began = time.monotonic()
         extraction = opened or _step(
             "extract",
             lambda: ex.extract(self.spec.source, since=plan.since, progress=self._extract),
         )
+        if opened is None:
+            self.timings["query"] = time.monotonic() - began
         with extraction:
             transform = reshaper(
                 extraction.schema,
@@ -398,7 +415,7 @@ class SyncRun:
         if job["state"] in FINISHED:
             raise _Skip(f"job already {job['state']}")
         if job.get("cancel_requested"):
-            raise _Skip("job was cancelled")
+            raise _CancelledEarly()
 
     def _check_turn(self) -> None:
         """With the lock held: is this delivery the one to run?
@@ -412,7 +429,7 @@ class SyncRun:
         if job["state"] in FINISHED:
             raise _Skip(f"job already {job['state']}")
         if job.get("cancel_requested"):
-            raise _Skip("job was cancelled")
+            raise _CancelledEarly()
         if job["state"] == "retrying" and self.ctx.attempt <= int(job["attempts"]):
             raise _Skip(
                 f"attempt {self.ctx.attempt} was made already; "
