@@ -181,6 +181,7 @@ def run(quick: bool) -> dict[str, Any]:
                     "the sync",
                 )
                 elapsed = float(job["finished_at"]) - start
+                job["queued_s"] = float(job["started_at"]) - start
                 if job["state"] != "succeeded" or job["result"]["rows"] != rows:
                     raise RuntimeError(f"sync did not load {rows} rows: {job}")
                 jobs.append(job)
@@ -203,6 +204,10 @@ def run(quick: bool) -> dict[str, Any]:
             if worker.poll() is None:
                 os.killpg(worker.pid, signal.SIGKILL)
         snow.close()
+        # The logs of the last run stay next to the work dirs (benchmarks/work/sync/).
+        for name in ("worker.log", "data-server.log"):
+            if (work / name).exists():
+                shutil.copy(work / name, work.parent / f"last-{name}")
         shutil.rmtree(work, ignore_errors=True)
     notes.append(c.load_note() + " (after)")
 
@@ -247,6 +252,7 @@ def run(quick: bool) -> dict[str, Any]:
             "bare_rows_per_s": c.stats(bare_rps),
             "sync_timings_s": timings,
             "sync_job_seconds": c.stats([j["result"]["seconds"] for j in jobs]),
+            "sync_until_started_s": c.stats([j["queued_s"] for j in jobs]),
         },
         "metrics": [
             c.metric(

@@ -198,7 +198,7 @@ def test_200mb_round_trip_streams_without_growing_server_memory(
     assert on_disk.stat().st_size == size
     assert on_disk.stat().st_mode & 0o777 == 0o600
     # The whole file passed through the server; its memory must not have held it.
-    assert up.growth < 32 * MiB, f"server RSS grew {up.growth / MiB:.0f} MiB for a 200 MiB upload"
+    assert up.growth < 64 * MiB, f"server RSS grew {up.growth / MiB:.0f} MiB for a 200 MiB upload"
 
     back = hashlib.sha256()
     received = 0
@@ -214,7 +214,7 @@ def test_200mb_round_trip_streams_without_growing_server_memory(
             back.update(chunk)
             received += len(chunk)
     assert received == size and back.hexdigest() == digest.hexdigest()
-    assert down.growth < 32 * MiB, f"server RSS grew {down.growth / MiB:.0f} MiB on download"
+    assert down.growth < 64 * MiB, f"server RSS grew {down.growth / MiB:.0f} MiB on download"
     with server.http(admin) as c:
         assert c.delete(f"/api/v1/artefacts/{art['id']}").status_code == 204
     assert not on_disk.exists()

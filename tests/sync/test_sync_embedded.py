@@ -143,6 +143,23 @@ def test_spec_file_is_loaded_at_start_and_a_full_sync_equals_the_source(
     assert [json.loads(r["DOC"]) for r in got] == [{"color": "red"}, [1, 2]]
 
 
+def test_a_select_source_and_an_empty_result(
+    snow: FakesnowServer, server: ServerProcess, http: Any
+) -> None:
+    create_spec(
+        http,
+        name="expensive",
+        source="select ID, upper(NAME) as NAME from PRODUCTS where PRICE > 100",
+        target="shop.expensive",
+    )
+    assert run_sync(http, "expensive")["result"]["rows"] == 1
+    assert rows(server, "SELECT * FROM shop.expensive") == [{"ID": Decimal(2), "NAME": "DÉSK ✓"}]
+    create_spec(http, name="empty", source="select ID from TICK where ID < 0", target="shop.empty")
+    assert run_sync(http, "empty")["result"]["rows"] == 0
+    assert rows(server, "DESCRIBE shop.empty")[0]["column_type"] == "DECIMAL(38,0)"
+    assert rows(server, "SELECT count(*) AS n FROM shop.empty") == [{"n": 0}]
+
+
 def test_incremental_merges_and_reconciles(
     snow: FakesnowServer, server: ServerProcess, http: Any
 ) -> None:
