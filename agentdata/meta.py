@@ -4,8 +4,11 @@ A SQLite file beside the data database, deliberately separate from it: DuckDB ha
 no GRANTs, so anything inside `data.duckdb` is readable by agent SQL. Nothing here
 is reachable from a query.
 
-SQLite connections are per thread (the module is used from gRPC, HTTP and task
-threads); WAL mode lets readers proceed while one writer commits.
+One connection, shared by every thread behind a re-entrant lock: gRPC and the HTTP
+server keep replacing their worker threads, and a connection per thread leaked a file
+descriptor for each thread that ever ran (thousands under load). Statements here take
+microseconds, so serialising them costs nothing that matters; WAL mode lets other
+processes (the CLI, a second server reading) proceed while we commit.
 """
 
 from __future__ import annotations
@@ -93,22 +96,27 @@ class MetaStore:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._local = threading.local()
-        self._write_lock = threading.Lock()
+        self._lock = threading.RLock()
+        self._connection: sqlite3.Connection | None = None
         self._migrate()
 
     def _conn(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        if self._connection is None:
+            conn = sqlite3.connect(
+                self.path, timeout=30, isolation_level=None, check_same_thread=False
+            )
             conn.row_factory = sqlite3.Row
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA foreign_keys=ON")
-            self._local.conn = conn
-        return conn
+            self._connection = conn
+        return self._connection
 
     def _migrate(self) -> None:
+        with self._lock:
+            self._migrate_locked()
+
+    def _migrate_locked(self) -> None:
         conn = self._conn()
         conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
         row = conn.execute("SELECT max(version) FROM schema_version").fetchone()
@@ -121,8 +129,8 @@ class MetaStore:
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """One write transaction (serialised in-process; SQLite serialises across processes)."""
-        conn = self._conn()
-        with self._write_lock:
+        with self._lock:
+            conn = self._conn()
             conn.execute("BEGIN IMMEDIATE")
             try:
                 yield conn
@@ -137,13 +145,15 @@ class MetaStore:
             return tx.execute(sql, params).rowcount
 
     def one(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Row | None:
-        return self._conn().execute(sql, params).fetchone()
+        with self._lock:
+            return self._conn().execute(sql, params).fetchone()
 
     def all(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
-        return self._conn().execute(sql, params).fetchall()
+        with self._lock:
+            return self._conn().execute(sql, params).fetchall()
 
     def close(self) -> None:
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            conn.close()
-            self._local.conn = None
+        with self._lock:
+            if self._connection is not None:
+                self._connection.close()
+                self._connection = None

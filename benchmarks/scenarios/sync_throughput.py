@@ -5,8 +5,8 @@
 
 Set-up: the `fakesnow` emulator in server mode (tests/support/fakesnow_server.py) with a
 table of 1M rows (100k in quick mode), a real `agentdata serve`, and a real Celery
-worker (`agentdata worker`, Redis DB 12) when Redis answers on 127.0.0.1:6379, else the
-embedded runner of the server.
+worker (`agentdata worker`, on the first of Redis DBs 12, 14, 15, 11 that no other worker
+consumes from) when Redis answers on 127.0.0.1:6379, else the embedded runner.
 
 - subject: `POST /api/v1/syncs/{name}/run` of a full sync (extract with the connector,
   convert the types, DoPut into the server, staged and swapped atomically), timed from
@@ -31,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,9 @@ from benchmarks import common as c
 NAME = "sync_throughput"
 AIM = 0.8
 TABLE = "BENCH_SYNC"
-REDIS_URL = "redis://127.0.0.1:6379/12"
+REDIS = "redis://127.0.0.1:6379"
+#: Redis DBs the benchmark may use (the tests use others); the first no worker listens on.
+REDIS_DBS = (12, 14, 15, 11)
 
 
 def _create_table(snow: Any, rows: int) -> None:
@@ -70,16 +73,42 @@ def _bare_read(snow: Any, rows: int) -> float:
     return elapsed
 
 
-def _redis_answers() -> bool:
+def _redis_db() -> str | None:
+    """A Redis URL on a DB no Celery worker consumes from (a stray worker of an earlier
+    run would take this run's tasks), flushed; None when Redis does not answer."""
     try:
         import redis
+        from celery import Celery
 
-        client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1, socket_timeout=2)
-        client.flushdb()
-        client.close()
-        return True
+        for db in REDIS_DBS:
+            url = f"{REDIS}/{db}"
+            client = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=2)
+            client.ping()
+            probe = Celery(broker=url)
+            try:
+                listening = probe.control.ping(timeout=1.0)
+            finally:
+                probe.close()
+            if not listening:
+                client.flushdb()
+                client.close()
+                return url
+            c.log(f"Redis DB {db} has workers already ({len(listening)}); trying the next")
+            client.close()
     except Exception:
-        return False
+        return None
+    return None
+
+
+def _die_with_parent() -> None:
+    """In the worker's process, before exec: SIGTERM when this benchmark dies, so a killed
+    run leaves no worker behind consuming the next run's tasks (Linux only)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
 
 
 def _spawn_worker(server: c.BenchServer, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
@@ -90,8 +119,20 @@ def _spawn_worker(server: c.BenchServer, env: dict[str, str], log: Path) -> subp
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
-            start_new_session=True,
+            # In this scenario's process group (benchmarks.run ends the group on a
+            # timeout), and ended with this process should it die first.
+            preexec_fn=_die_with_parent,
         )
+
+
+@contextlib.contextmanager
+def _redis_db_lock() -> Iterator[None]:
+    """One run at a time on this Redis DB: two runs' workers would take each other's tasks."""
+    import fcntl
+
+    with open(_work_dir() / ".redis-db.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 def _wait(http: Any, path: str, ok: Any, timeout: float, what: str, every: float = 0.2) -> Any:
@@ -105,6 +146,11 @@ def _wait(http: Any, path: str, ok: Any, timeout: float, what: str, every: float
 
 
 def run(quick: bool) -> dict[str, Any]:
+    with _redis_db_lock():
+        return _run(quick)
+
+
+def _run(quick: bool) -> dict[str, Any]:
     import httpx
 
     from tests.support.fakesnow_server import FakesnowServer
@@ -114,7 +160,8 @@ def run(quick: bool) -> dict[str, Any]:
     notes = [c.load_note() + " (before)"]
     work = Path(tempfile.mkdtemp(prefix="sync-", dir=_work_dir()))
     worker = None
-    celery = _redis_answers()
+    redis_url = _redis_db()
+    celery = redis_url is not None
     snow = FakesnowServer(data_dir=work / "snow")
     try:
         snow.start()
@@ -123,7 +170,7 @@ def run(quick: bool) -> dict[str, Any]:
         created_s = time.perf_counter() - started
         settings = {"LOG_LEVEL": "WARNING", "EXPORT_PROGRESS_EVERY_S": "0.5"}
         if celery:
-            settings["REDIS_URL"] = REDIS_URL
+            settings["REDIS_URL"] = str(redis_url)
         saved = {k: os.environ.get(k) for k in snow.env()}
         os.environ.update(snow.env())  # the embedded runner extracts in the server
         try:
@@ -146,7 +193,7 @@ def run(quick: bool) -> dict[str, Any]:
                 env = {
                     **{k: v for k, v in os.environ.items() if not k.startswith("AGENTDATA_")},
                     **snow.env(),
-                    "AGENTDATA_REDIS_URL": REDIS_URL,
+                    "AGENTDATA_REDIS_URL": str(redis_url),
                     "AGENTDATA_SERVER_URL": server.http_url,
                     "AGENTDATA_FLIGHT_URL": server.flight_url,
                     "AGENTDATA_WORKER_TOKEN": server.admin_token,
@@ -198,11 +245,12 @@ def run(quick: bool) -> dict[str, Any]:
                 raise RuntimeError(f"bench.synced has {count} rows, expected {rows}")
     finally:
         if worker is not None and worker.poll() is None:
-            os.killpg(worker.pid, signal.SIGTERM)
+            worker.terminate()
             with contextlib.suppress(subprocess.TimeoutExpired):
                 worker.wait(30)
             if worker.poll() is None:
-                os.killpg(worker.pid, signal.SIGKILL)
+                worker.kill()
+                worker.wait()
         snow.close()
         # The logs of the last run stay next to the work dirs (benchmarks/work/sync/).
         for name in ("worker.log", "data-server.log"):
@@ -220,7 +268,9 @@ def run(quick: bool) -> dict[str, Any]:
     }
     runner = "a Celery worker (threads pool, 1 thread)" if celery else "the embedded runner"
     if not celery:
-        notes.append("Redis did not answer on 127.0.0.1:6379: syncs ran on the embedded runner")
+        notes.append(
+            "no Redis DB free of other workers on 127.0.0.1:6379: syncs ran on the embedded runner"
+        )
     notes.append(
         "fakesnow answers a query with the whole result inline (one chunk, after the query "
         "ran), where Snowflake streams result chunks from storage: the extraction cannot "

@@ -404,8 +404,9 @@ def test_emulator_outage_mid_run_is_retried_then_succeeds(stack: Stack, http: An
 
 
 def test_a_second_run_while_one_is_active_is_refused(stack: Stack, http: Any) -> None:
-    job_id = start_run(http, "mid")
-    r = http.post("/api/v1/syncs/mid/run")
+    create_spec(http, name="twice", source=source_of(stack.snow, "MID"), target="shop.twice")
+    job_id = start_run(http, "twice")
+    r = http.post("/api/v1/syncs/twice/run")
     assert r.status_code == 409 and job_id in r.json()["detail"]
     assert wait_for(http, job_id)["state"] == "succeeded"
 
