@@ -32,6 +32,7 @@ from agentdata.errors import AgentdataError, Conflict, InternalError, NotFound, 
 from agentdata.exports import ExportSpec
 from workers.client import QueryStream, ServerClient, TaskContext, read_batches
 from workers.formats import ExportWriter, schema_document
+from workers.progress import PeriodicReporter
 
 log = logging.getLogger("agentdata.worker.export")
 
@@ -269,7 +270,7 @@ class _Export:
                     log.warning("could not delete artefact %s: %s", result[key], e.message)
 
 
-class _Reporter:
+class _Reporter(PeriodicReporter):
     """Reports the export's progress every `every_s` seconds from a thread of its own.
 
     Its own thread, so reports (heartbeats for the stale-job rule) and cancellation
@@ -280,29 +281,9 @@ class _Reporter:
     """
 
     def __init__(self, export: _Export, every_s: float) -> None:
+        super().__init__(export.client, every_s, name=f"export-{export.job_id[:8]}-progress")
         self.export = export
-        self.every_s = max(0.05, every_s)
         self.cancelled = threading.Event()
-        self._stop = threading.Event()
-        # A client of its own: the export's client may be busy uploading meanwhile.
-        self._client = export.client.clone()
-        self._thread = threading.Thread(
-            target=self._loop, name=f"export-{export.job_id[:8]}-progress", daemon=True
-        )
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        if not self._stop.is_set():
-            self._stop.set()
-            if self._thread.is_alive() and self._thread is not threading.current_thread():
-                self._thread.join(30)
-            self._client.close()
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.every_s):
-            self.report()
 
     def report(self) -> None:
         e = self.export

@@ -53,6 +53,7 @@ from agentdata.retries import RetryPolicy
 from agentdata.settings import Settings
 from agentdata.syncs import SyncSpec
 from workers.client import ServerClient, TaskContext
+from workers.progress import PeriodicReporter
 from workers.sync.load import LoadCounter, StepFailed, load, reshaper
 from workers.sync.lock import SyncLock, owner_job, sync_lock
 from workers.sync.plan import Plan, TargetTable, committed_max, inspect_target, plan_run
@@ -504,32 +505,13 @@ def _with_reason(plan: Plan, reason: str) -> Plan:
     return replace(plan, resync_reason=reason)
 
 
-class _Reporter:
+class _Reporter(PeriodicReporter):
     """Reports progress every `every_s` seconds from a thread of its own; a report that
     finds the job cancelled (or ended elsewhere) stops the run before it commits."""
 
     def __init__(self, run: SyncRun, every_s: float) -> None:
+        super().__init__(run.client, every_s, name=f"sync-{run.job_id[:8]}-progress")
         self.run = run
-        self.every_s = max(0.05, every_s)
-        self._stop = threading.Event()
-        self._client = run.client.clone()
-        self._thread = threading.Thread(
-            target=self._loop, name=f"sync-{run.job_id[:8]}-progress", daemon=True
-        )
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        if not self._stop.is_set():
-            self._stop.set()
-            if self._thread.is_alive() and self._thread is not threading.current_thread():
-                self._thread.join(30)
-            self._client.close()
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.every_s):
-            self.report()
 
     def report(self) -> None:
         run = self.run
