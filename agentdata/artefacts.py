@@ -3,7 +3,8 @@
 Layout: the bytes live in `<data_dir>/artefacts/<id>` (32 hex digits, mode 0600);
 name, content type, size, SHA-256, owner, source, job and expiry live in the meta
 store's `artefacts` table. The user's filename is display metadata only (see
-`safe_name`), so no name can reach the file system.
+`safe_name`), so no name can reach the file system; a name with a control character
+or longer than 255 bytes is refused.
 
 Writing is always: temp file `.tmp-<uuid>` in the same directory → bytes counted and
 hashed as they arrive (beyond `max_bytes`: `PayloadTooLarge`; beyond the owner's
@@ -63,6 +64,7 @@ from agentdata.errors import (
     QuotaExceeded,
 )
 from agentdata.meta import MetaStore
+from agentdata.names import validate_name
 from agentdata.tokens import Principal
 
 log = logging.getLogger(__name__)
@@ -77,7 +79,6 @@ _TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
 _CONTENT_TYPE = re.compile(
     rf"^{_TOKEN}/{_TOKEN}(\s*;\s*{_TOKEN}=({_TOKEN}|\"[^\"\\\x00-\x1f\x7f]*\"))*$"
 )
-_MAX_NAME_BYTES = 255
 _MAX_EXPIRY_S = 100 * 365 * 24 * 3600
 
 
@@ -105,23 +106,19 @@ class Artefact:
 
 # -- names and content types ---------------------------------------------------
 def safe_name(raw: str | None, default: str = "artefact") -> str:
-    """A display name that is harmless anywhere: last path component, no control
-    characters, no leading dots or spaces, at most 255 UTF-8 bytes (extension kept)."""
-    name = unicodedata.normalize("NFC", raw or "")
-    name = re.split(r"[/\\]", name)[-1]
-    name = "".join(c for c in name if unicodedata.category(c)[0] != "C")
-    name = name.strip().lstrip(". ").strip()
-    if not name:
+    """The display name for a client's file name: its last path component, without
+    leading dots or spaces (`default` when nothing is left, or none was given).
+
+    A name with a control character (NUL, newline, escape, bidi overrides, ...) or
+    longer than 255 bytes of UTF-8 is refused (InvalidArgument), never repaired: the
+    client learns its name was not kept, and nothing is stored.
+    """
+    if not raw:
         return default
-    encoded = name.encode()
-    if len(encoded) <= _MAX_NAME_BYTES:
-        return name
-    stem, dot, ext = name.rpartition(".")
-    keep_ext = dot and 0 < len(ext.encode()) <= 16
-    suffix = f".{ext}" if keep_ext else ""
-    budget = _MAX_NAME_BYTES - len(suffix.encode())
-    head = (stem if keep_ext else name).encode()[:budget].decode(errors="ignore")
-    return head + suffix
+    name = validate_name(unicodedata.normalize("NFC", raw), "artefact name")
+    name = re.split(r"[/\\]", name)[-1]
+    name = name.strip().lstrip(". ").strip()
+    return name or default
 
 
 def safe_content_type(raw: str | None) -> str:

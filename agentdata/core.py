@@ -20,7 +20,7 @@ from agentdata.meta import MetaStore
 from agentdata.metrics import refresh_store_gauges
 from agentdata.settings import Settings
 from agentdata.syncs import SyncStore
-from agentdata.tokens import TokenService
+from agentdata.tokens import TokenRecord, TokenService
 
 if TYPE_CHECKING:
     from agentdata.dispatch import Dispatcher
@@ -49,6 +49,14 @@ class Core:
     #: URLs this process serves on, as tasks reach them ("http", "flight"); set by `serve`.
     endpoints: dict[str, str] = field(default_factory=dict)
 
+    def revoke_token(self, token_id: str) -> TokenRecord:
+        """Revoke a token: its next call is refused, its running queries stop within
+        a second (UNAUTHENTICATED) and its queued or running jobs are cancelled."""
+        record = self.tokens.revoke(token_id)
+        self.engine.stop_token(token_id, "token revoked")
+        self.jobs.cancel_owned_by(token_id, reason="the token that started it was revoked")
+        return record
+
     def refresh_gauges(self) -> None:
         for refresh in self.gauge_refreshers:
             refresh()
@@ -69,6 +77,9 @@ class Core:
             batch_rows=settings.batch_rows,
             max_batch_bytes=settings.max_batch_bytes,
             query_timeout_s=settings.query_timeout_s,
+            max_sql_bytes=settings.max_sql_bytes,
+            max_generated_bytes=settings.max_generated_bytes,
+            memory_headroom_bytes=settings.memory_headroom_bytes,
         )
         tokens = TokenService(
             meta,

@@ -13,8 +13,8 @@ the consumer stops reading.
 
 from __future__ import annotations
 
-import json
 import logging
+import re
 import threading
 import time
 import uuid
@@ -40,11 +40,22 @@ from agentdata.errors import (
     NotFound,
     PermissionDenied,
     ResourceExhausted,
+    Unauthenticated,
     Unavailable,
 )
+from agentdata.memory_guard import MemoryGuard, parse_bytes, rss_bytes
 from agentdata.meta import MetaStore
-from agentdata.sqlguard import CheckedStatement, Kind, quote_ident
+from agentdata.names import validate_name
+from agentdata.sqlguard import (
+    EXPLAIN_COLUMNS,
+    CatalogSnapshot,
+    CheckedStatement,
+    Guard,
+    Kind,
+    quote_ident,
+)
 from agentdata.tokens import Principal
+from agentdata.value_bounds import EXHAUSTED_MARKER, ValueBounds
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +64,8 @@ SYSTEM_SCHEMAS = ("information_schema", "pg_catalog")
 
 #: Result schema of a write statement.
 WRITE_RESULT_SCHEMA = pa.schema([pa.field("rows", pa.int64())])
+#: Result schema of any EXPLAIN: known without running it.
+EXPLAIN_RESULT_SCHEMA = pa.schema([pa.field(n, pa.string()) for n in EXPLAIN_COLUMNS])
 
 
 @contextmanager
@@ -65,7 +78,11 @@ def translate_errors() -> Iterator[None]:
     except duckdb.PermissionException as e:
         raise PermissionDenied(_clean(e)) from e
     except duckdb.OutOfMemoryException as e:
-        raise ResourceExhausted(_clean(e)) from e
+        # DuckDB's text names the memory limit and tuning advice: server facts.
+        raise ResourceExhausted(
+            "the query needs more memory than the server allows; narrow it, or aggregate "
+            "before returning large values"
+        ) from e
     except duckdb.TransactionException as e:
         raise Conflict(_clean(e)) from e
     except duckdb.InterruptException as e:
@@ -75,13 +92,21 @@ def translate_errors() -> Iterator[None]:
     except (duckdb.InternalException, duckdb.InternalError, duckdb.ResourceInUseException) as e:
         raise InternalError(_clean(e)) from e
     except duckdb.Error as e:
+        message = _clean(e)
+        if EXHAUSTED_MARKER in message:  # a bound from agentdata.value_bounds
+            raise ResourceExhausted(message.split(EXHAUSTED_MARKER, 1)[1].strip()) from e
         # Parser, binder, catalog, conversion, constraint, invalid input, ...: the
         # caller's SQL is at fault, and DuckDB's message says how.
-        raise InvalidArgument(_clean(e)) from e
+        raise InvalidArgument(message) from e
+
+
+#: Absolute file paths in an engine message (temp files, the database file): never
+#: shown to clients.
+_PATH = re.compile(r"(?<![\w:])/(?:[\w.+-]+/)+[\w.+-]*")
 
 
 def _clean(e: BaseException) -> str:
-    return str(e).strip()
+    return _PATH.sub("<path>", str(e).strip())
 
 
 @dataclass(frozen=True)
@@ -110,8 +135,13 @@ class RunningQuery:
     token_id: str
     sql: str
     cursor: duckdb.DuckDBPyConnection
+    is_admin: bool = False
     started: float = field(default_factory=time.monotonic)
     stop_reason: AgentdataError | None = None
+    #: Watchdog handles (timeout, token expiry), cancelled when the query ends.
+    timers: list[int] = field(default_factory=list)
+    #: Set once a result stream owns the query (it finishes it when done).
+    detached: bool = False
 
     def stop(self, reason: AgentdataError) -> None:
         if self.stop_reason is None:
@@ -174,11 +204,15 @@ class Engine:
         batch_rows: int = 65_536,
         max_batch_bytes: int = 16 * 1024 * 1024,
         query_timeout_s: float = 300.0,
+        max_sql_bytes: int = 256 * 1024,
+        max_generated_bytes: int = 64 * 1024,
+        memory_headroom_bytes: int = 256 * 1024 * 1024,
     ) -> None:
         self.meta = meta
         self.batch_rows = batch_rows
         self.max_batch_bytes = max_batch_bytes
         self.query_timeout_s = query_timeout_s
+        self.guard = Guard(max_sql_bytes=max_sql_bytes, bounds=ValueBounds(max_generated_bytes))
         config: dict[str, Any] = {
             "memory_limit": memory_limit,
             "autoinstall_known_extensions": False,
@@ -200,8 +234,15 @@ class Engine:
         self._running_lock = threading.Lock()
         self._watchdog = Watchdog()
         self._closed = False
-        #: SQL with placeholders -> its table-checking probe (see _check_parameterized).
-        self._probes: dict[str, str] = {}
+        #: Bumped by every committed write; the guard's catalog snapshot follows it.
+        self._generation = 0
+        self._snapshot: tuple[int, CatalogSnapshot] | None = None
+        self._memory_guard: MemoryGuard | None = None
+        if memory_headroom_bytes > 0:
+            base = rss_bytes() + parse_bytes(memory_limit) + memory_headroom_bytes
+            self._memory_guard = MemoryGuard(
+                lambda: base + self.running_count() * 2 * max_batch_bytes, self._over_memory
+            )
 
     # -- cursors -------------------------------------------------------------
     def cursor(self) -> duckdb.DuckDBPyConnection:
@@ -210,20 +251,42 @@ class Engine:
             raise Unavailable("the server is shutting down")
         return self._con.cursor()
 
-    # -- checking ------------------------------------------------------------
-    def check(self, principal: Principal, sql: str) -> CheckedStatement:
-        """Validate one statement for `principal` without running it.
-
-        Statements with placeholders (`?`, `$1`, `$name`) are checked as well: see
-        `_check_parameterized` for how their tables are found.
-        """
+    def _read_cursor(self) -> duckdb.DuckDBPyConnection:
+        """A cursor inside a READ ONLY transaction: whatever runs on it cannot write
+        (DuckDB refuses with "transaction is launched in read-only mode")."""
         cur = self.cursor()
         try:
-            if self.parameter_names(sql):
-                return self._check_parameterized(cur, principal, sql)
-            return sqlguard.check(cur, principal, sql)
-        finally:
+            with translate_errors():
+                cur.execute("BEGIN TRANSACTION READ ONLY")
+        except BaseException:
             cur.close()
+            raise
+        return cur
+
+    # -- checking ------------------------------------------------------------
+    def check(self, principal: Principal, sql: str) -> CheckedStatement:
+        """Validate one statement for `principal` without running it (bounded by the
+        token's timeout, like a query)."""
+        with self._query(principal, sql, None) as (rq, cur):
+            return self._check_on(rq, cur, principal, sql)
+
+    def _check_on(
+        self, rq: RunningQuery, cur: duckdb.DuckDBPyConnection, principal: Principal, sql: str
+    ) -> CheckedStatement:
+        with sqlguard.scrubbed(principal), translate_errors():
+            stmt = self.guard.check(cur, principal, sql, self._catalog_snapshot(cur))
+        if rq.stop_reason is not None:
+            raise rq.stop_reason
+        return stmt
+
+    def _catalog_snapshot(self, cur: duckdb.DuckDBPyConnection) -> CatalogSnapshot:
+        generation = self._generation
+        cached = self._snapshot
+        if cached is not None and cached[0] == generation:
+            return cached[1]
+        snapshot = CatalogSnapshot.read(cur)
+        self._snapshot = (generation, snapshot)
+        return snapshot
 
     def parameter_names(self, sql: str) -> list[str]:
         """The statement's placeholders in binding order: ["1", "2"] for `?`/`$n`, else names.
@@ -242,57 +305,64 @@ class Engine:
             return sorted(names, key=int)
         return sorted(names)
 
-    def _check_parameterized(
-        self, cur: duckdb.DuckDBPyConnection, principal: Principal, sql: str
-    ) -> CheckedStatement:
-        """Check a statement with placeholders.
+    # -- the life of one request ---------------------------------------------------
+    @contextmanager
+    def _query(
+        self, principal: Principal, sql: str, query_id: str | None
+    ) -> Iterator[tuple[RunningQuery, duckdb.DuckDBPyConnection]]:
+        """A registered, deadline-watched query on a READ ONLY cursor, from the moment
+        the request arrives: parsing, checking and binding count against the timeout
+        too. Closed on exit unless the caller took ownership (`rq.detached`)."""
+        cur = self._read_cursor()
+        rq = self._start(principal, sql, query_id, cur)
+        try:
+            yield rq, cur
+        except AgentdataError as e:
+            raise (rq.stop_reason or e) from None
+        finally:
+            if not rq.detached:
+                self._finish(rq)
 
-        DuckDB's binder cannot list the tables of a statement whose parameters are
-        unbound, so a read is checked through a probe: its syntax tree (DuckDB's own
-        `json_serialize_sql`) with every parameter replaced by NULL, turned back into
-        SQL. Parameters are values, so the probe binds the same tables, with one
-        exception refused outright: a parameter inside a table function's arguments
-        (`query_table(?)`, `query(?)`) could name any table at run time.
-        Writes need no probe: `sqlguard.check` already refuses them to readers and to
-        table-limited tokens, and an unrestricted writer may read every table anyway.
-        """
-        kind, _ = sqlguard.statement_kind(sql)
-        if kind is Kind.WRITE:
-            return sqlguard.check(cur, principal, sql)
-        probe_sql = self._probes.get(sql)
-        if probe_sql is None:
-            with translate_errors():
-                tree = json.loads(_scalar(cur, "SELECT json_serialize_sql($1)", [sql]))
-                if tree.get("error"):
-                    raise InvalidArgument(
-                        "parameters are supported in SELECT statements only "
-                        f"({tree.get('error_message', 'cannot analyse the statement')})"
-                    )
-                null_tree = json.loads(
-                    _scalar(cur, "SELECT json_serialize_sql('SELECT NULL')", None)
-                )
-                null = null_tree["statements"][0]["node"]["select_list"][0]
-                probe = _parameters_to_null(tree, null)
-                probe_sql = str(
-                    _scalar(cur, "SELECT json_deserialize_sql($1)", [json.dumps(probe)])
-                )
-                # The probe must say exactly what the tree says: a construct the JSON
-                # form does not carry would otherwise drop out of the table check.
-                again = json.loads(_scalar(cur, "SELECT json_serialize_sql($1)", [probe_sql]))
-                if _without_locations(again) != _without_locations(probe):
-                    raise InvalidArgument(
-                        "cannot check this statement with parameters: write the values "
-                        "into the SQL text instead"
-                    )
-            # The probe depends on the SQL text alone; prepared statements repeat it.
-            with self._running_lock:
-                if len(self._probes) >= 1024:
-                    self._probes.pop(next(iter(self._probes)))
-                self._probes[sql] = probe_sql
-        checked = sqlguard.check(cur, principal, probe_sql)
-        return CheckedStatement(
-            sql=sql, kind=checked.kind, statement_type=checked.statement_type, tables=checked.tables
+    def _start(
+        self,
+        principal: Principal,
+        sql: str,
+        query_id: str | None,
+        cur: duckdb.DuckDBPyConnection,
+    ) -> RunningQuery:
+        rq = RunningQuery(
+            query_id=query_id or uuid.uuid4().hex,
+            token_id=principal.token_id,
+            sql=sql,
+            cursor=cur,
+            is_admin=principal.is_admin,
         )
+        timeout = self.query_timeout_s
+        if principal.timeout_s:
+            timeout = min(timeout, principal.timeout_s)
+        rq.timers.append(
+            self._watchdog.schedule(
+                timeout,
+                lambda: rq.stop(DeadlineExceeded(f"query exceeded its {timeout:g}s timeout")),
+            )
+        )
+        if principal.expires_at is not None:
+            # An expired token's work stops with it, mid-stream included.
+            rq.timers.append(
+                self._watchdog.schedule(
+                    max(0.0, principal.expires_at - time.time()),
+                    lambda: rq.stop(Unauthenticated("token expired")),
+                )
+            )
+        self._register(rq)
+        return rq
+
+    def _finish(self, rq: RunningQuery) -> None:
+        for handle in rq.timers:
+            self._watchdog.cancel(handle)
+        self._unregister(rq)
+        with suppress(Exception):
+            rq.cursor.close()
 
     def schema_of(
         self,
@@ -300,34 +370,22 @@ class Engine:
         sql: str,
         params: Sequence[Any] | Mapping[str, Any] | None = None,
     ) -> tuple[CheckedStatement, pa.Schema]:
-        """The result schema of `sql`, found by binding it with LIMIT 0 (nothing is scanned).
+        """The result schema of `sql`, learned without running it: a checked SELECT is
+        bound inside `SELECT * FROM (...) LIMIT 0` in a READ ONLY transaction (planned
+        away, nothing scanned); EXPLAIN and writes have fixed schemas.
 
         A statement with placeholders needs `params` (NULLs give a best guess).
         """
-        stmt = self.check(principal, sql)
-        if stmt.kind is Kind.WRITE:
-            return stmt, WRITE_RESULT_SCHEMA
-        cur = self.cursor()
-        try:
-            with translate_errors():
-                # A LIMIT 0 written into the SQL is planned away (about 1 ms); one put on a
-                # relation runs more of the query first (2-5 ms, far more for heavy ones).
-                # Statements that cannot be a subquery (EXPLAIN) take the relation path.
-                inner = duckdb.extract_statements(stmt.sql)[0].query
-                probe = f"SELECT * FROM (\n{inner}\n) LIMIT 0"
-                if params is not None:
-                    # Parameterized statements are SELECTs (_check_parameterized refuses others).
-                    schema = cur.sql(probe, params=params).to_arrow_table().schema
-                elif stmt.statement_type == "SELECT":
-                    try:
-                        schema = cur.sql(probe).to_arrow_table().schema
-                    except duckdb.ParserException:
-                        schema = cur.sql(stmt.sql).limit(0).to_arrow_table().schema
-                else:
-                    schema = cur.sql(stmt.sql).limit(0).to_arrow_table().schema
-        finally:
-            cur.close()
-        return stmt, schema
+        with self._query(principal, sql, None) as (rq, cur):
+            stmt = self._check_on(rq, cur, principal, sql)
+            if stmt.explain:
+                return stmt, EXPLAIN_RESULT_SCHEMA
+            if stmt.kind is Kind.WRITE:
+                return stmt, WRITE_RESULT_SCHEMA
+            with sqlguard.scrubbed(principal), translate_errors():
+                probe = f"SELECT * FROM (\n{stmt.sql}\n) LIMIT 0"
+                schema = cur.sql(probe, params=params).to_arrow_table().schema
+            return stmt, schema
 
     # -- reading -------------------------------------------------------------
     def open_stream(
@@ -336,54 +394,42 @@ class Engine:
         """Run a read statement and return its result as a lazy batch stream.
 
         Write statements by writers run here too (result: one row, `rows`). The query
-        is stopped by the token's/server's timeout, by `cancel`, by the client going
-        away, and by max_rows (error, or quiet truncation when options.truncate).
+        is stopped by the token's/server's timeout, by its expiry or revocation, by
+        `cancel`, by the client going away, and by max_rows (error, or quiet
+        truncation when options.truncate).
         """
         options = options or StreamOptions()
-        stmt = self.check(principal, sql)
-        if stmt.kind is Kind.WRITE:
-            param_sets = [options.params] if options.params is not None else None
-            rows = self.execute_write(principal, stmt, param_sets=param_sets)
+        with self._query(principal, sql, options.query_id) as (rq, cur):
+            stmt = self._check_on(rq, cur, principal, sql)
+            if stmt.kind is Kind.READ:
+                max_rows = principal.max_rows
+                with sqlguard.scrubbed(principal), translate_errors():
+                    rel = cur.sql(stmt.sql, params=options.params)
+                    if max_rows is not None and not stmt.explain:
+                        # One extra row tells "exactly max_rows" from "more than max_rows".
+                        rel = rel.limit(max_rows + 1)
+                    reader = rel.to_arrow_reader(self.batch_rows)
+                rq.detached = True  # the stream owns it now
+                return ResultStream(
+                    reader.schema, self._batches(rq, reader, max_rows, options), rq.query_id
+                )
+        # A write: runs under the serialized writer, not on the read-only cursor.
+        if stmt.explain:
+            table = self._explain_write(stmt)
             if options.on_finish:
-                options.on_finish(1, 8)
-            batch = pa.record_batch([pa.array([rows], pa.int64())], schema=WRITE_RESULT_SCHEMA)
-            return ResultStream(WRITE_RESULT_SCHEMA, iter([batch]))
-        cur = self.cursor()
-        rq = RunningQuery(
-            query_id=options.query_id or uuid.uuid4().hex,
-            token_id=principal.token_id,
-            sql=stmt.sql,
-            cursor=cur,
-        )
-        timeout = self.query_timeout_s
-        if principal.timeout_s:
-            timeout = min(timeout, principal.timeout_s)
-        handle = self._watchdog.schedule(
-            timeout, lambda: rq.stop(DeadlineExceeded(f"query exceeded its {timeout:g}s timeout"))
-        )
-        self._register(rq)
-        max_rows = principal.max_rows
-        try:
-            with translate_errors():
-                rel = cur.sql(stmt.sql, params=options.params)
-                if max_rows is not None:
-                    # One extra row tells "exactly max_rows" from "more than max_rows".
-                    rel = rel.limit(max_rows + 1)
-                reader = rel.to_arrow_reader(self.batch_rows)
-        except AgentdataError as e:
-            self._watchdog.cancel(handle)
-            self._unregister(rq)
-            cur.close()
-            raise (rq.stop_reason or e) from None
-        return ResultStream(
-            reader.schema, self._batches(rq, reader, handle, max_rows, options), rq.query_id
-        )
+                options.on_finish(table.num_rows, table.nbytes)
+            return ResultStream(table.schema, iter(table.to_batches()))
+        param_sets = [options.params] if options.params is not None else None
+        rows = self.execute_write(principal, stmt, param_sets=param_sets)
+        if options.on_finish:
+            options.on_finish(1, 8)
+        batch = pa.record_batch([pa.array([rows], pa.int64())], schema=WRITE_RESULT_SCHEMA)
+        return ResultStream(WRITE_RESULT_SCHEMA, iter([batch]))
 
     def _batches(
         self,
         rq: RunningQuery,
         reader: pa.RecordBatchReader,
-        handle: int,
         max_rows: int | None,
         options: StreamOptions,
     ) -> Iterator[pa.RecordBatch]:
@@ -396,12 +442,9 @@ class Engine:
             if done.is_set():
                 return
             done.set()
-            self._watchdog.cancel(handle)
-            self._unregister(rq)
             with suppress(Exception):
                 reader.close()
-            with suppress(Exception):
-                rq.cursor.close()
+            self._finish(rq)
             if options.on_finish:
                 options.on_finish(counts[0], counts[1])
 
@@ -506,6 +549,27 @@ class Engine:
             rq.stop(Unavailable(reason))
         return len(running)
 
+    def stop_token(self, token_id: str, reason: str = "token revoked") -> int:
+        """Stop every running query of a token (revocation): streams end with
+        UNAUTHENTICATED at their next batch."""
+        with self._running_lock:
+            running = [rq for rq in self._running.values() if rq.token_id == token_id]
+        for rq in running:
+            rq.stop(Unauthenticated(reason))
+        return len(running)
+
+    def _over_memory(self, rss: int) -> None:
+        """The memory guard fired: stop every query not run by an admin."""
+        with self._running_lock:
+            running = [rq for rq in self._running.values() if not rq.is_admin]
+        for rq in running:
+            rq.stop(
+                ResourceExhausted(
+                    "the server's memory is over its bound; this query was stopped "
+                    "(narrow it, or aggregate before returning large values)"
+                )
+            )
+
     # -- writing -------------------------------------------------------------
     @contextmanager
     def writer(
@@ -528,6 +592,8 @@ class Engine:
                         raise
                     cur.execute("COMMIT")
             finally:
+                # Any transaction may have changed the catalog (the guard's snapshot).
+                self._generation += 1
                 if cursor is None:
                     cur.close()
 
@@ -552,6 +618,7 @@ class Engine:
         changed = 0
         with self.writer() as cur:
             before = _catalog(cur)
+            schemas_before = _schemas(cur)
             for params in runs:
                 res = cur.execute(stmt.sql, params)
                 try:
@@ -568,10 +635,35 @@ class Engine:
             # Bound tables plus any created by the statement changed now (dropped ones
             # leave the catalog; their stats go with them).
             after = _catalog(cur)
+            # New names must be usable names; a bad one rolls the whole statement back.
+            for schema in _schemas(cur) - schemas_before:
+                validate_name(schema, "schema name")
+            for qualified_name in after - before:
+                for part in _catalog_parts(cur, qualified_name):
+                    validate_name(part, "table name")
         self.touch_tables(set(stmt.tables) & after | (after - before))
         for gone in before - after:
             self.meta.execute("DELETE FROM table_stats WHERE name = ?", (gone,))
         return changed
+
+    def _explain_write(self, stmt: CheckedStatement) -> pa.Table:
+        """EXPLAIN of a write, under the serialized writer. Plain EXPLAIN plans and
+        rolls back; EXPLAIN ANALYZE (admins only, see sqlguard) runs and commits."""
+        with self._write_lock:
+            cur = self.cursor()
+            try:
+                with translate_errors():
+                    cur.execute("BEGIN TRANSACTION")
+                    try:
+                        table = cur.sql(stmt.sql).to_arrow_table()
+                    except BaseException:
+                        cur.execute("ROLLBACK")
+                        raise
+                    cur.execute("COMMIT" if stmt.analyze else "ROLLBACK")
+            finally:
+                self._generation += 1
+                cur.close()
+        return table
 
     def touch_tables(
         self, names: set[str] | frozenset[str], *, synced: bool = False, snapshot: str | None = None
@@ -743,6 +835,8 @@ class Engine:
             return
         self.cancel_all("the server is shutting down")
         self._watchdog.stop()
+        if self._memory_guard is not None:
+            self._memory_guard.stop()
         with self._write_lock:
             self._closed = True
             try:
@@ -752,6 +846,25 @@ class Engine:
             self._con.close()
 
 
+def _schemas(cur: duckdb.DuckDBPyConnection) -> set[str]:
+    rows = cur.execute(
+        "SELECT schema_name FROM duckdb_schemas() WHERE database_name = current_database()"
+    ).fetchall()
+    return {r[0] for r in rows}
+
+
+def _catalog_parts(cur: duckdb.DuckDBPyConnection, qualified_name: str) -> list[str]:
+    """The real (schema, name) of a catalog entry `_catalog` listed (case kept)."""
+    rows = cur.execute(
+        "SELECT schema_name, table_name FROM duckdb_tables()"
+        " WHERE lower(schema_name || '.' || table_name) = $1"
+        " UNION ALL SELECT schema_name, view_name FROM duckdb_views()"
+        " WHERE NOT internal AND lower(schema_name || '.' || view_name) = $1",
+        [qualified_name],
+    ).fetchall()
+    return [p for row in rows for p in row]
+
+
 def _catalog(cur: duckdb.DuckDBPyConnection) -> set[str]:
     """Every user table and view, as lower-case "schema.name"."""
     rows = cur.execute(
@@ -759,46 +872,3 @@ def _catalog(cur: duckdb.DuckDBPyConnection) -> set[str]:
         " UNION ALL SELECT lower(schema_name || '.' || view_name) FROM duckdb_views() WHERE NOT internal AND NOT temporary"
     ).fetchall()
     return {r[0] for r in rows}
-
-
-def _scalar(cur: duckdb.DuckDBPyConnection, sql: str, params: list[Any] | None) -> Any:
-    """The single value a one-row, one-column query returns."""
-    return cur.execute(sql, params).fetchall()[0][0]  # type: ignore[index]
-
-
-def _without_locations(node: Any) -> Any:
-    """A `json_serialize_sql` tree without source positions (they differ between texts)."""
-    if isinstance(node, list):
-        return [_without_locations(n) for n in node]
-    if isinstance(node, dict):
-        return {
-            k: _without_locations(v)
-            for k, v in node.items()
-            if k not in ("query_location", "query_location_length")
-        }
-    return node
-
-
-def _parameters_to_null(node: Any, null: dict[str, Any], *, in_table_function: bool = False) -> Any:
-    """A copy of a `json_serialize_sql` tree with every parameter replaced by `null`.
-
-    Refuses a parameter anywhere inside a table function reference (see
-    `Engine._check_parameterized`).
-    """
-    if isinstance(node, list):
-        return [_parameters_to_null(n, null, in_table_function=in_table_function) for n in node]
-    if not isinstance(node, dict):
-        return node
-    if node.get("class") == "PARAMETER":
-        if in_table_function:
-            raise PermissionDenied(
-                "a parameter may not be an argument of a table function (it could name a "
-                "table): write that value into the SQL text"
-            )
-        return {**null, "alias": node.get("alias", "")}
-    inside = in_table_function or node.get("type") == "TABLE_FUNCTION"
-    return {
-        # The probe has no parameters left, so no parameter map either.
-        k: [] if k == "named_param_map" else _parameters_to_null(v, null, in_table_function=inside)
-        for k, v in node.items()
-    }

@@ -176,9 +176,11 @@ class JobStore:
         return self._finish(job_id, JobState.SUCCEEDED, result=result)
 
     def fail(self, job_id: str, *, step: str, code: str, message: str) -> Job:
-        return self._finish(
-            job_id, JobState.FAILED, error={"step": step, "code": code, "message": message}
-        )
+        """End a job as failed, or as cancelled when a cancel was asked for first (the
+        failure is then how the cancel reached it, e.g. a revoked token's stream)."""
+        error = {"step": step, "code": code, "message": message}
+        state = JobState.CANCELLED if self.cancel_requested(job_id) else JobState.FAILED
+        return self._finish(job_id, state, error=error)
 
     def mark_cancelled(self, job_id: str) -> Job:
         return self._finish(job_id, JobState.CANCELLED)
@@ -199,6 +201,22 @@ class JobStore:
                     (JobState.CANCELLED.value, now, job_id, JobState.QUEUED.value),
                 )
         return self.get(job_id)
+
+    def cancel_owned_by(self, owner: str, *, reason: str) -> int:
+        """Cancel every unfinished job of a token (revocation): queued ones now, running
+        ones at their next progress call. Returns how many were asked to stop."""
+        now = time.time()
+        error = json.dumps({"step": "cancel", "code": "cancelled", "message": reason})
+        with self._meta.transaction() as tx:
+            asked = tx.execute(
+                "UPDATE jobs SET cancel_requested = 1, updated_at = ? WHERE owner = ? AND state IN (?, ?, ?)",
+                (now, owner, *(s.value for s in ACTIVE_STATES)),
+            ).rowcount
+            tx.execute(
+                "UPDATE jobs SET state = ?, finished_at = ?, error = ? WHERE owner = ? AND state = ?",
+                (JobState.CANCELLED.value, now, error, owner, JobState.QUEUED.value),
+            )
+        return int(asked or 0)
 
     def cancel_requested(self, job_id: str) -> bool:
         row = self._meta.one("SELECT cancel_requested FROM jobs WHERE id = ?", (job_id,))

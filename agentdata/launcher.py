@@ -1,7 +1,8 @@
 """`agentdata serve`: the Flight server and the control plane in one process, over one core.
 
-Start-up: open the core (loading the demo on a first start), start Flight (it listens
-as soon as it is built), then run uvicorn in the main thread. Shutdown on SIGINT or
+Start-up: make the data dir private (umask 077; existing entries 0700/0600), open the
+core (loading the demo on a first start), start Flight (it listens as soon as it is
+built), then run uvicorn in the main thread. Shutdown on SIGINT or
 SIGTERM: cancel running queries at once (open streams end with UNAVAILABLE), let
 uvicorn finish its requests, stop Flight, checkpoint and close the database, exit 0.
 """
@@ -20,6 +21,7 @@ from typing import Any
 import uvicorn
 
 from agentdata.core import Core
+from agentdata.datadir import make_private, private_umask
 from agentdata.settings import Settings
 
 log = logging.getLogger("agentdata")
@@ -66,6 +68,10 @@ def serve(settings: Settings, components: list[Component] | None = None) -> int:
     from flight_server.flightsql import FlightSqlService
 
     configure_logging(settings.log_level)
+    # Before anything is opened: every file the process creates, and every one an
+    # earlier run left, is the server user's alone (see agentdata.datadir).
+    private_umask()
+    make_private(settings.data_dir)
     core = Core.open(settings)
     if settings.admin_token is None:
         log.info(

@@ -57,6 +57,27 @@ class Settings(BaseSettings):
         16 * 1024 * 1024,
         description="Upper bound on one streamed batch's size in bytes; larger batches are sliced.",
     )
+    max_sql_bytes: int = Field(
+        256 * 1024,
+        ge=1,
+        description="Longest SQL text accepted, in bytes; longer statements are refused.",
+    )
+    max_generated_bytes: int = Field(
+        64 * 1024,
+        ge=1,
+        description=(
+            "Largest value one call of repeat/lpad/rpad/replace/... may build for non-admin "
+            "tokens (list builders: this / 8 elements); bigger calls are refused."
+        ),
+    )
+    memory_headroom_bytes: int = Field(
+        256 * 1024 * 1024,
+        ge=0,
+        description=(
+            "Resident memory allowed above idle + memory_limit (+2 batches per stream) before "
+            "non-admin queries are stopped; 0 turns the memory guard off."
+        ),
+    )
     ticket_ttl_s: float = Field(
         300.0, description="How long a Flight ticket stays redeemable, in seconds."
     )

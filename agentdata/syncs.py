@@ -26,17 +26,28 @@ import json
 import re
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
+from agentdata.bounds import MAX_INT64, MAX_SECONDS, PositiveCount, WholeSeconds
 from agentdata.errors import Conflict, InvalidArgument, NotFound
 from agentdata.meta import MetaStore
-from agentdata.sqlguard import parse_table_ref
+from agentdata.names import parse_table_ref
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 _INTERVAL = re.compile(r"^(\d+)\s*([smhd])$")
 _SOURCE_TABLE = re.compile(r'^("?[A-Za-z_][\w$]*"?\.){2}"?[A-Za-z_][\w$]*"?$')
+
+#: A lookback: a duration ("1 hour") or a non-negative, finite number (seconds for
+#: time cursors, the cursor's units for numeric ones).
+Lookback = (
+    Annotated[str, Field(max_length=100)]
+    | Annotated[int, Field(ge=0, le=MAX_INT64)]
+    | Annotated[float, Field(ge=0, le=MAX_INT64, allow_inf_nan=False)]
+)
+#: A schedule: whole seconds, "15m"/"2h"/"1d", or a cron line.
+Schedule = Annotated[str, Field(max_length=200)] | WholeSeconds
 
 
 class SyncSpec(BaseModel):
@@ -49,18 +60,18 @@ class SyncSpec(BaseModel):
     cursor: str | None = Field(
         None, description="Incremental: the column whose maximum is the watermark."
     )
-    lookback: str | int | float | None = Field(
+    lookback: Lookback | None = Field(
         None, description="Incremental: re-read this much before the watermark."
     )
     primary_key: list[str] | None = Field(
         None, description="Merge on these columns; append when absent."
     )
-    schedule: str | int | None = Field(
+    schedule: Schedule | None = Field(
         None, description="Every N seconds, '15m'/'2h'/'1d', or a cron line."
     )
     deletes: Literal["off", "reconcile"] = "off"
-    reconcile_every: int = Field(
-        1, ge=1, description="With deletes=reconcile: reconcile on every Nth run."
+    reconcile_every: PositiveCount = Field(
+        1, description="With deletes=reconcile: reconcile on every Nth run."
     )
     on_incompatible: Literal["fail", "resync"] = "fail"
     enabled: bool = True
@@ -117,8 +128,9 @@ class SyncSpec(BaseModel):
 def schedule_seconds(schedule: str | int) -> float | None:
     """Seconds between runs for an interval schedule; None for a cron line (validated)."""
     if isinstance(schedule, int | float) and not isinstance(schedule, bool):
-        if schedule <= 0:
-            raise ValueError("schedule interval must be positive")
+        # Compared before any float(): a huge int would overflow it (a 500, not a 422).
+        if not 0 < schedule <= MAX_SECONDS:
+            raise ValueError(f"schedule interval must be 1 to {MAX_SECONDS} seconds")
         return float(schedule)
     text = str(schedule).strip().lower()
     if text.isdigit():

@@ -8,9 +8,9 @@ other-key tokens fail. Revocation is checked against the record on every call.
 
 from __future__ import annotations
 
-import fnmatch
 import hmac
 import json
+import math
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -19,8 +19,10 @@ from typing import Any
 
 import jwt
 
+from agentdata.bounds import MAX_INT64, MAX_SECONDS
 from agentdata.errors import InvalidArgument, NotFound, PermissionDenied, Unauthenticated
 from agentdata.meta import MetaStore
+from agentdata.names import matches, parse_pattern, split_identifier, validate_name
 
 ALGORITHM = "HS256"
 ADMIN_BOOTSTRAP_ID = "admin-bootstrap"
@@ -54,12 +56,30 @@ class Principal:
     def is_admin(self) -> bool:
         return self.role is Role.ADMIN
 
-    def can_read_table(self, qualified: str) -> bool:
-        """True if `schema.table` (any case, quotes removed) matches the allow-list."""
+    def can_read(self, schema: str, table: str) -> bool:
+        """True if the table `schema.table` matches the allow-list, part by part
+        (see `agentdata.names`: `crm.*` is any table directly in schema `crm`)."""
         if self.tables is None:
             return True
-        name = qualified.lower()
-        return any(fnmatch.fnmatchcase(name, p.lower()) for p in self.tables)
+        return matches(self._patterns, schema, table)
+
+    def can_read_table(self, qualified: str) -> bool:
+        """`can_read` for a dotted name (quotes honoured; a bare name is in `main`)."""
+        parts = split_identifier(qualified)
+        if len(parts) == 1:
+            parts = ["main", parts[0]]
+        if len(parts) != 2:
+            return False
+        return self.can_read(parts[0], parts[1])
+
+    @property
+    def _patterns(self) -> tuple[tuple[str, str], ...]:
+        # Parsed once per principal (frozen dataclass: cache in __dict__ directly).
+        cached = self.__dict__.get("_parsed_patterns")
+        if cached is None:
+            cached = tuple(parse_pattern(p) for p in self.tables or ())
+            object.__setattr__(self, "_parsed_patterns", cached)
+        return cached
 
     def require_writer(self) -> None:
         if not self.can_write:
@@ -136,16 +156,19 @@ class TokenService:
             raise InvalidArgument(
                 f"role must be one of reader, writer, admin (got {role!r})"
             ) from None
-        if not name or len(name) > 200:
-            raise InvalidArgument("name must be 1 to 200 characters")
-        if ttl_seconds is not None and ttl_seconds <= 0:
-            raise InvalidArgument("ttl_seconds must be positive")
-        if max_rows is not None and max_rows <= 0:
-            raise InvalidArgument("max_rows must be positive")
-        if timeout_s is not None and timeout_s <= 0:
-            raise InvalidArgument("timeout_s must be positive")
-        if tables is not None and (not all(isinstance(t, str) and t for t in tables)):
-            raise InvalidArgument("tables must be a list of non-empty glob patterns")
+        validate_name(name, "token name")
+        # Chained comparisons also refuse NaN; the bounds keep SQLite and JWT `exp` happy.
+        if ttl_seconds is not None and not 0 < ttl_seconds <= MAX_SECONDS:
+            raise InvalidArgument(f"ttl_seconds must be 1 to {MAX_SECONDS}")
+        if max_rows is not None and not 0 < max_rows <= MAX_INT64:
+            raise InvalidArgument(f"max_rows must be 1 to {MAX_INT64}")
+        if timeout_s is not None and not 0 < timeout_s <= MAX_SECONDS:
+            raise InvalidArgument(f"timeout_s must be positive and at most {MAX_SECONDS}")
+        if tables is not None:
+            if not isinstance(tables, list):
+                raise InvalidArgument("tables must be a list of 'schema.table' patterns")
+            for pattern in tables:
+                parse_pattern(pattern)  # raises InvalidArgument naming what is wrong
         now = time.time()
         record = TokenRecord(
             id=uuid.uuid4().hex,
@@ -178,7 +201,7 @@ class TokenService:
             "sub": record.name,
             "role": record.role,
             "iat": int(now),
-            "exp": int(record.expires_at),
+            "exp": math.ceil(record.expires_at),
             "tables": record.tables,
             "max_rows": record.max_rows,
             "timeout_s": record.timeout_s,
@@ -220,7 +243,7 @@ class TokenService:
             "sub": principal.name,
             "role": principal.role.value,
             "iat": int(now),
-            "exp": int(expires),
+            "exp": math.ceil(expires),
             "tables": list(principal.tables) if principal.tables is not None else None,
             "max_rows": principal.max_rows,
             "timeout_s": principal.timeout_s,

@@ -25,7 +25,7 @@ def create_app(core: Core) -> FastAPI:
         title="agentdata control plane",
         version=__version__,
         description="Tokens, artefacts, exports, jobs and syncs for the agentdata data server. "
-        "Every route except /healthz needs `Authorization: Bearer <token>`.",
+        "Every route except /healthz and /readyz needs `Authorization: Bearer <token>`.",
     )
     app.state.core = core
     install_error_handlers(app)

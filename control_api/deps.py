@@ -8,6 +8,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from agentdata.core import Core
+from agentdata.errors import Unauthenticated
 from agentdata.tokens import Principal
 
 _bearer = HTTPBearer(
@@ -28,6 +29,20 @@ def get_principal(
     return core.tokens.verify(credentials.credentials if credentials else None)
 
 
+def get_principal_if_any(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal | None:
+    """The caller if it sent a valid token, else None (for routes open to anyone)."""
+    if credentials is None:
+        return None
+    core: Core = request.app.state.core
+    try:
+        return core.tokens.verify(credentials.credentials)
+    except Unauthenticated:
+        return None
+
+
 def get_admin(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
     principal.require_admin()
     return principal
@@ -35,4 +50,5 @@ def get_admin(principal: Annotated[Principal, Depends(get_principal)]) -> Princi
 
 CoreDep = Annotated[Core, Depends(get_core)]
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
+MaybePrincipalDep = Annotated[Principal | None, Depends(get_principal_if_any)]
 AdminDep = Annotated[Principal, Depends(get_admin)]

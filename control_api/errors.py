@@ -1,7 +1,14 @@
 """The one mapping from agentdata errors to HTTP problem responses (RFC 9457).
 
 Body: {"type": "about:blank", "title", "status", "detail", "code"}, media type
-application/problem+json; `code` is the stable error code of agentdata.errors.
+application/problem+json; `code` is the stable error code of agentdata.errors, and
+`detail` starts with it in brackets, as every error message does on every channel:
+
+    {"type": "about:blank", "title": "Bad Request", "status": 400,
+     "code": "invalid_argument", "detail": "[invalid_argument] token name contains ..."}
+
+Nothing of the server's insides (tracebacks, paths, versions) is ever in a body: an
+unexpected exception is logged here and answered with a fixed 500.
 """
 
 from __future__ import annotations
@@ -39,15 +46,16 @@ _TITLES = {
 
 
 def problem(status: int, code: str, detail: str, **extra: object) -> JSONResponse:
-    """A problem+json response."""
+    """A problem+json response; `detail` is prefixed with "[code] "."""
     body = {
         "type": "about:blank",
         "title": _TITLES.get(status, "Error"),
         "status": status,
-        "detail": detail,
+        "detail": f"[{code}] {detail}",
         "code": code,
     }
-    body.update(extra)
+    for key, value in extra.items():  # extension members never replace the standard ones
+        body.setdefault(key, value)
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
     return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
 

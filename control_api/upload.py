@@ -21,7 +21,7 @@ from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import Request
 
-from agentdata.artefacts import PendingArtefact
+from agentdata.artefacts import PendingArtefact, safe_name
 from agentdata.errors import InvalidArgument, PayloadTooLarge, QuotaExceeded
 
 _BATCH = 256 * 1024  # bytes handed to the writer thread at a time
@@ -97,6 +97,8 @@ class _FormSink:
             self.result.filename = (
                 raw_filename.decode("utf-8", "replace") if raw_filename is not None else None
             )
+            # A refused name is refused now, before any of the part's bytes are stored.
+            safe_name(self.result.filename)
             self.result.part_content_type = self._headers.get("content-type")
             self._target = "file"
         elif name:

@@ -19,9 +19,9 @@ import binascii
 
 import pyarrow.flight as fl
 
-from agentdata.errors import AgentdataError, Unauthenticated
+from agentdata.errors import Unauthenticated
 from agentdata.tokens import Principal, TokenService
-from flight_server.errors import to_flight_error
+from flight_server.errors import flight_errors, to_flight_error
 
 MIDDLEWARE_KEY = "auth"
 
@@ -52,11 +52,9 @@ class AuthMiddlewareFactory(fl.ServerMiddlewareFactory):
         self._tokens = tokens
 
     def start_call(self, info: fl.CallInfo, headers: dict[str, list[str]]) -> AuthMiddleware:
-        try:
+        with flight_errors():
             token, from_basic = _token_from_headers(headers)
             principal = self._tokens.verify(token)
-        except AgentdataError as err:
-            raise to_flight_error(err) from None
         return AuthMiddleware(principal, token if from_basic else None)
 
 

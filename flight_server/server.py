@@ -15,6 +15,9 @@ DoPut descriptors:
     command  b'{"table": "sales.daily", "mode": "upsert", "key": ["id"]}'
 Actions: `cancel` (body: a ticket or query id), `health`, `execute` (body: one
 DDL/DML statement, writers only). Results and PutResult metadata are JSON.
+DoExchange answers `[unimplemented]`. PollFlightInfo has no Python hook in pyarrow's
+server: Arrow's C++ default answers UNIMPLEMENTED with the message "NYI" (no code
+prefix, nothing of the server's insides).
 """
 
 from __future__ import annotations
@@ -218,6 +221,18 @@ class AgentdataFlightServer(fl.FlightServerBase):
             )
             metrics.ROWS_INGESTED.inc(result.rows)
             writer.write(pa.py_buffer(json.dumps(result.to_dict()).encode()))
+
+    def do_exchange(
+        self,
+        context: fl.ServerCallContext,
+        descriptor: fl.FlightDescriptor,
+        reader: fl.MetadataRecordBatchReader,
+        writer: fl.MetadataRecordBatchWriter,
+    ) -> None:
+        """Not offered; answers UNIMPLEMENTED through the one error mapping (pyarrow's
+        default would send a bare NotImplementedError)."""
+        with flight_errors():
+            raise Unimplemented("DoExchange is not supported: use DoGet and DoPut")
 
     # -- actions ---------------------------------------------------------------
     def list_actions(self, context: fl.ServerCallContext) -> list[tuple[str, str]]:

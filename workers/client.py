@@ -163,6 +163,8 @@ def error_from_response(response: httpx.Response) -> E.AgentdataError:
     try:
         body = response.json()
         code, detail = body.get("code"), str(body.get("detail") or response.reason_phrase)
+        # The detail starts with "[code] " (control_api.errors); the error type says it.
+        detail = detail.removeprefix(f"[{code}] ")
     except ValueError:
         code, detail = None, f"HTTP {response.status_code}: {response.text[:200]}"
     return error_from_code(code, detail, response.status_code)

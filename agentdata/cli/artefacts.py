@@ -23,7 +23,7 @@ import click
 import httpx
 from tqdm import tqdm
 
-from agentdata.cli.client import Api, client_options
+from agentdata.cli.client import Api, client_options, problem_message
 
 _CHUNK = 1024 * 1024
 
@@ -308,12 +308,7 @@ def _check(response: httpx.Response) -> None:
     if response.status_code < 400:
         return
     response.read()
-    try:
-        body = response.json()
-        message = f"{body.get('code', response.status_code)}: {body.get('detail', '')}"
-    except ValueError:
-        message = f"HTTP {response.status_code}: {response.text[:200]}"
-    raise click.ClickException(message)
+    raise click.ClickException(problem_message(response))
 
 
 def _human(n: float | None) -> str:

@@ -64,14 +64,18 @@ class Api:
         except httpx.HTTPError as e:
             raise click.ClickException(f"cannot reach {self.url}: {e}") from None
         if response.status_code >= 400:
-            try:
-                body = response.json()
-                message = (
-                    f"{body.get('code', response.status_code)}: {body.get('detail', response.text)}"
-                )
-            except ValueError:
-                message = f"HTTP {response.status_code}: {response.text[:200]}"
-            raise click.ClickException(message)
+            raise click.ClickException(problem_message(response))
         if response.headers.get("content-type", "").startswith("application/json"):
             return response.json()
         return response.content
+
+
+def problem_message(response: httpx.Response) -> str:
+    """An error response as one line: the problem's detail, which starts with its [code]."""
+    try:
+        body = response.json()
+    except ValueError:
+        return f"HTTP {response.status_code}: {response.text[:200]}"
+    code = body.get("code", response.status_code)
+    detail = str(body.get("detail", ""))
+    return detail if detail.startswith(f"[{code}]") else f"[{code}] {detail}"

@@ -21,15 +21,13 @@ from starlette.requests import ClientDisconnect
 from starlette.types import Receive, Scope, Send
 
 from agentdata.artefacts import Artefact, check_owner_filter, check_sha256
+from agentdata.bounds import MAX_INT64
 from agentdata.errors import InvalidArgument, NotFound
 from control_api.deps import CoreDep, PrincipalDep
 from control_api.errors import problem
 from control_api.upload import UploadIdle, receive_upload
 
 log = logging.getLogger("agentdata.http")
-
-#: SQLite integers are signed 64-bit; larger values are refused as invalid (422).
-MAX_INT64 = 2**63 - 1
 
 router = APIRouter(prefix="/api/v1/artefacts", tags=["artefacts"])
 

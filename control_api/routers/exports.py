@@ -19,6 +19,7 @@ from typing import Any
 from fastapi import APIRouter, status
 from pydantic import BaseModel, Field
 
+from agentdata.artefacts import safe_name
 from agentdata.errors import AgentdataError, InvalidArgument, Unavailable
 from agentdata.exports import COMPRESSIONS, FORMATS, ExportSpec
 from agentdata.sqlguard import Kind
@@ -63,6 +64,8 @@ class ExportAccepted(BaseModel):
 def create_export(body: ExportRequest, core: CoreDep, principal: PrincipalDep) -> ExportAccepted:
     """Start an export job; poll `GET /api/v1/jobs/{job_id}` for its artefact."""
     spec = ExportSpec.parse(body.format, body.compression)
+    if body.name is not None:
+        safe_name(body.name)  # refused now (400), not when the finished file is stored
     stmt, schema = core.engine.schema_of(principal, body.sql)
     if stmt.kind is not Kind.READ:
         raise InvalidArgument("exports run queries only (SELECT, WITH, ...), not writes")

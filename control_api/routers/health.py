@@ -1,4 +1,8 @@
-"""Health, readiness, metrics, and the table catalogue."""
+"""Health, readiness, metrics, and the table catalogue.
+
+/healthz and /readyz answer without a token (orchestrators probe them); /readyz
+shows the checks behind its answer to admin tokens only.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from agentdata import __version__
 from agentdata.metrics import REGISTRY
-from control_api.deps import CoreDep, PrincipalDep
+from control_api.deps import CoreDep, MaybePrincipalDep, PrincipalDep
 
 router = APIRouter(tags=["operations"])
 
@@ -21,9 +25,13 @@ def healthz() -> dict[str, str]:
     return {"status": "ok", "version": __version__}
 
 
-@router.get("/readyz")
-def readyz(core: CoreDep, principal: PrincipalDep) -> JSONResponse:
-    """The database (and, when configured, the broker) answers."""
+@router.get("/readyz", responses={503: {"description": "Not ready."}})
+def readyz(core: CoreDep, principal: MaybePrincipalDep) -> JSONResponse:
+    """The database (and, when configured, the broker) answers: 200 or 503.
+
+    Anyone may ask (probes carry no token) and gets only `{"status": ...}`; an admin
+    token also gets each check's result, which may name the failing component's error.
+    """
     checks: dict[str, Any] = {}
     ok = True
     try:
@@ -39,9 +47,10 @@ def readyz(core: CoreDep, principal: PrincipalDep) -> JSONResponse:
         except Exception as e:
             ok = False
             checks[name] = f"error: {type(e).__name__}"
-    return JSONResponse(
-        {"status": "ready" if ok else "not ready", "checks": checks}, status_code=200 if ok else 503
-    )
+    body: dict[str, Any] = {"status": "ready" if ok else "not ready"}
+    if principal is not None and principal.is_admin:
+        body["checks"] = checks
+    return JSONResponse(body, status_code=200 if ok else 503)
 
 
 @router.get("/metrics")

@@ -17,12 +17,10 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
+from agentdata.bounds import MAX_INT64, Count, Name
 from agentdata.errors import Conflict, InvalidArgument, PermissionDenied
 from agentdata.jobs import JobState
 from control_api.deps import CoreDep, PrincipalDep
-
-#: SQLite integers are signed 64-bit; larger values are refused as invalid (422).
-MAX_INT64 = 2**63 - 1
 
 router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
 
@@ -68,10 +66,10 @@ class JobEvent(BaseModel):
     """One report from whoever runs the job."""
 
     event: Literal["start", "progress", "retrying", "succeeded", "failed", "cancelled"]
-    rows: int | None = Field(None, ge=0, le=MAX_INT64, description="Rows done so far.")
-    bytes: int | None = Field(None, ge=0, le=MAX_INT64, description="Bytes done so far.")
-    percent: float | None = Field(None, ge=0, le=100)
-    task_id: str | None = Field(None, max_length=200)
+    rows: Count | None = Field(None, description="Rows done so far.")
+    bytes: Count | None = Field(None, description="Bytes done so far.")
+    percent: float | None = Field(None, ge=0, le=100, allow_inf_nan=False)
+    task_id: Name | None = Field(None, max_length=200)
     result: dict[str, Any] | None = Field(None, description="On `succeeded`.")
     error: JobError | None = Field(
         None, description="Required on `failed`; optional on `retrying`."

@@ -13,6 +13,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from agentdata import maintenance
+from agentdata.bounds import Name
 from control_api.deps import AdminDep, CoreDep
 from control_api.routers.jobs import JobOut
 
@@ -20,7 +21,7 @@ router = APIRouter(prefix="/api/v1/maintenance", tags=["maintenance"])
 
 
 class RunRequest(BaseModel):
-    task_id: str | None = Field(
+    task_id: Name | None = Field(
         None, max_length=200, description="The task that asked for this run (recorded on the job)."
     )
 

@@ -25,8 +25,9 @@ from fastapi import APIRouter, Response, status
 from pydantic import BaseModel, Field
 
 from agentdata import sync_runs
+from agentdata.bounds import PositiveCount
 from agentdata.errors import NotFound
-from agentdata.syncs import SyncSpec
+from agentdata.syncs import Lookback, Schedule, SyncSpec
 from control_api.deps import AdminDep, CoreDep
 
 router = APIRouter(prefix="/api/v1/syncs", tags=["syncs"])
@@ -67,11 +68,11 @@ class SyncPatch(BaseModel):
     target: str | None = None
     mode: Literal["full", "incremental"] | None = None
     cursor: str | None = None
-    lookback: str | int | float | None = None
+    lookback: Lookback | None = None
     primary_key: list[str] | None = None
-    schedule: str | int | None = None
+    schedule: Schedule | None = None
     deletes: Literal["off", "reconcile"] | None = None
-    reconcile_every: int | None = Field(None, ge=1)
+    reconcile_every: PositiveCount | None = None
     on_incompatible: Literal["fail", "resync"] | None = None
     enabled: bool | None = None
 

@@ -7,23 +7,28 @@ from typing import Literal
 from fastapi import APIRouter, status
 from pydantic import BaseModel, Field
 
+from agentdata.bounds import PositiveCount, Seconds, WholeSeconds
 from control_api.deps import AdminDep, CoreDep
 
 router = APIRouter(prefix="/api/v1/tokens", tags=["tokens"])
 
 
 class TokenCreate(BaseModel):
-    name: str = Field(min_length=1, max_length=200)
+    name: str = Field(
+        min_length=1,
+        max_length=255,
+        description="At most 255 bytes of UTF-8, no control characters.",
+    )
     role: Literal["reader", "writer", "admin"] = "reader"
     tables: list[str] | None = Field(
         None, description="Glob patterns on schema.table; omitted = all tables."
     )
-    ttl_seconds: int | None = Field(
-        None, gt=0, description="Lifetime; default is the server's token_default_ttl_s."
+    ttl_seconds: WholeSeconds | None = Field(
+        None, description="Lifetime; default is the server's token_default_ttl_s."
     )
-    max_rows: int | None = Field(None, gt=0, description="Most rows one query may return.")
-    timeout_s: float | None = Field(
-        None, gt=0, description="Query timeout for this token (at most the server's)."
+    max_rows: PositiveCount | None = Field(None, description="Most rows one query may return.")
+    timeout_s: Seconds | None = Field(
+        None, description="Query timeout for this token (at most the server's)."
     )
 
 
@@ -73,4 +78,4 @@ def get_token(token_id: str, core: CoreDep, admin: AdminDep) -> TokenOut:
 @router.delete("/{token_id}", response_model=TokenOut)
 def revoke_token(token_id: str, core: CoreDep, admin: AdminDep) -> TokenOut:
     """Revoke a token; its next call on Flight or REST is refused."""
-    return TokenOut(**core.tokens.revoke(token_id).to_dict())
+    return TokenOut(**core.revoke_token(token_id).to_dict())

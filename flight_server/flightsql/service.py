@@ -43,6 +43,7 @@ from agentdata.errors import (
     Unimplemented,
 )
 from agentdata.ingest import IngestRequest, ingest
+from agentdata.sql_functions import allowed_scalars
 from agentdata.sqlguard import Kind, quote_ident
 from agentdata.tokens import Principal, Role
 from flight_server.errors import guard_stream
@@ -101,8 +102,9 @@ _CANCEL_RESULT = {
     actions_pb.CANCEL_STATUS_NOT_CANCELLABLE: pb.ActionCancelQueryResult.CANCEL_RESULT_NOT_CANCELLABLE,
 }
 
-# The reader identity used for the server's own lookups (SQL keywords, function names).
-_SERVER_READER = Principal(token_id="agentdata-flightsql", name="flightsql", role=Role.READER)
+# The identity of the server's own, fixed lookups (SQL keywords, function names): they
+# read DuckDB's catalog functions, which agents' tokens may not call.
+_SERVER_READER = Principal(token_id="agentdata-flightsql", name="flightsql", role=Role.ADMIN)
 
 
 class FlightSqlService:
@@ -484,6 +486,8 @@ class FlightSqlService:
             functions: dict[int, list[str]] = {code: [] for code in wanted.values()}
             for row in rows:
                 code = wanted.get(row["c"])
+                if row["function_name"] not in allowed_scalars():
+                    continue  # advertise only what agents may call
                 if code is not None and row["function_name"] not in functions[code]:
                     functions[code].append(row["function_name"])
             self._sql_lists = ([str(k) for k in keywords.to_pylist()], functions)
