@@ -40,6 +40,7 @@ COPY pyproject.toml README.md ./
 COPY agentdata ./agentdata
 COPY flight_server ./flight_server
 COPY control_api ./control_api
+COPY mcp_server ./mcp_server
 COPY workers ./workers
 RUN pip wheel --no-deps --wheel-dir /wheels .
 

@@ -19,12 +19,14 @@ install: $(STAMP)
 serve: $(STAMP)
 	$(BIN)/agentdata serve
 
+# Two workers, one test file each at a time: every file uses its own Redis database
+# and its own servers, and most of a test's time is spent waiting on processes.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile tests
 
 lint: $(STAMP)
-	$(BIN)/ruff check agentdata flight_server control_api workers tests benchmarks
-	$(BIN)/ruff format --check agentdata flight_server control_api workers tests benchmarks
+	$(BIN)/ruff check agentdata flight_server control_api mcp_server workers tests benchmarks
+	$(BIN)/ruff format --check agentdata flight_server control_api mcp_server workers tests benchmarks
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

@@ -363,7 +363,20 @@ class ArtefactStore:
             job_id=job_id,
         )
         final = self.directory / art.id
+        replaced: list[str] = []
         with self._lock, self._meta.transaction() as tx:
+            if source == "export" and job_id is not None:
+                # One artefact per export job and name: a retried export's upload
+                # replaces what an earlier attempt of the job stored (idempotent retries).
+                replaced = [
+                    r["id"]
+                    for r in tx.execute(
+                        "SELECT id FROM artefacts WHERE source = 'export' AND job_id = ? AND name = ?",
+                        (job_id, name),
+                    ).fetchall()
+                ]
+                for old_id in replaced:
+                    tx.execute("DELETE FROM artefacts WHERE id = ?", (old_id,))
             if owner is not None and self.quota_bytes > 0:
                 used = _live_bytes(tx, owner, now)
                 if used + art.size > self.quota_bytes:
@@ -391,6 +404,13 @@ class ArtefactStore:
             # Inside the transaction: if the rename fails, the record is rolled back.
             os.rename(tmp.path, final)
             self._temps.discard(tmp.path)
+        # After the commit: a file whose record is gone is at worst an orphan, which
+        # `reconcile` removes; a record whose file is gone would be a broken artefact.
+        for old_id in replaced:
+            with contextlib.suppress(FileNotFoundError):
+                (self.directory / old_id).unlink()
+        if replaced:
+            log.info("artefact %s replaces %s (export job %s)", art.id, ", ".join(replaced), job_id)
         _fsync_dir(self.directory)
         log.info(
             "artefact %s stored: %d bytes, source %s, owner %s", art.id, art.size, source, owner

@@ -80,6 +80,7 @@ class Core:
             max_sql_bytes=settings.max_sql_bytes,
             max_generated_bytes=settings.max_generated_bytes,
             memory_headroom_bytes=settings.memory_headroom_bytes,
+            result_cache_bytes=settings.result_cache_bytes,
         )
         tokens = TokenService(
             meta,

@@ -31,6 +31,7 @@ from agentdata.settings import Settings
 
 if TYPE_CHECKING:
     from agentdata.core import Core
+    from agentdata.jobs import Job
     from agentdata.retries import RetryPolicy
 
 log = logging.getLogger("agentdata.dispatch")
@@ -46,22 +47,34 @@ class TaskKind:
     queue: str
     #: "module:attribute" of `f(settings) -> agentdata.retries.RetryPolicy`; None: no retries.
     retry: str | None = None
+    #: "module:attribute" of `f(core, job) -> task params`: the task's params again, with a
+    #: fresh credential, for a job a server restart interrupted (None: it is failed).
+    resume: str | None = None
 
 
 TASK_KINDS: dict[str, TaskKind] = {
-    "export": TaskKind("export", "agentdata.export", "workers.exports:export_task", "exports"),
+    "export": TaskKind(
+        "export",
+        "agentdata.export",
+        "workers.exports:export_task",
+        "exports",
+        retry="agentdata.retries:export_policy",
+        resume="agentdata.export_runs:resume_params",
+    ),
     "maintenance": TaskKind(
         "maintenance",
         "agentdata.maintenance",
         "workers.maintenance:maintenance_task",
         "maintenance",
+        retry="agentdata.retries:maintenance_policy",
     ),
     "sync": TaskKind(
         "sync",
         "agentdata.sync",
         "workers.sync.run:sync_task",
         "syncs",
-        retry="workers.sync.run:retry_policy",
+        retry="agentdata.retries:sync_policy",
+        resume="agentdata.sync_runs:resume_params",
     ),
     # Beat's tick for scheduled syncs: asks the server which are due (no job of its own).
     "sync_schedule": TaskKind(
@@ -95,6 +108,16 @@ def retry_policy(kind: str, settings: Settings) -> RetryPolicy | None:
         return None
     module, _, attribute = ref.partition(":")
     return getattr(importlib.import_module(module), attribute)(settings)  # type: ignore[no-any-return]
+
+
+def resume_params(core: Core, job: Job) -> dict[str, Any] | None:
+    """The params to run `job`'s task again (see `TaskKind.resume`), or None if its kind
+    cannot be resumed."""
+    ref = task_kind(job.kind).resume
+    if ref is None:
+        return None
+    module, _, attribute = ref.partition(":")
+    return getattr(importlib.import_module(module), attribute)(core, job)  # type: ignore[no-any-return]
 
 
 def redacted(params: dict[str, Any]) -> dict[str, Any]:

@@ -1,8 +1,10 @@
 """The engine: the only owner of `data.duckdb`.
 
-Reads run on per-request cursors and stream as Arrow record batches; writes go
-through one serialised writer path. Every statement passes `sqlguard.check` first.
-DuckDB exceptions are translated into `agentdata.errors` here and nowhere else.
+Reads run on per-request cursors inside READ ONLY transactions and stream as Arrow
+record batches; writes go through one serialised writer path. Every statement passes
+the guard (`agentdata.sqlguard`) first, on the same cursor and under the same deadline
+as the query. DuckDB exceptions met here are translated into `agentdata.errors` by
+`translate_errors` (ingest and the sync loader use the same context manager).
 
 Streaming: `open_stream` returns a `pyarrow.RecordBatchReader` built over DuckDB's
 own Arrow reader. Memory is bounded by the batches in flight (batch_rows rows,
@@ -19,6 +21,7 @@ import threading
 import time
 import uuid
 import weakref
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
@@ -28,7 +31,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from agentdata import sqlguard
+from agentdata import cost, descriptions, param_batches, returning, sqlguard
 from agentdata.deadlines import Watchdog
 from agentdata.errors import (
     AgentdataError,
@@ -38,14 +41,21 @@ from agentdata.errors import (
     InternalError,
     InvalidArgument,
     NotFound,
+    PayloadTooLarge,
     PermissionDenied,
     ResourceExhausted,
     Unauthenticated,
     Unavailable,
 )
+from agentdata.freshness import entry as freshness_entry
+from agentdata.freshness import freshness_of, with_freshness
+from agentdata.json_columns import as_json_extension, json_schema, with_json_extension
 from agentdata.memory_guard import MemoryGuard, parse_bytes, rss_bytes
 from agentdata.meta import MetaStore
 from agentdata.names import validate_name
+from agentdata.param_batches import ParameterBatch
+from agentdata.prefetch import Prefetcher
+from agentdata.result_cache import Recorder, ResultCache, Versions, params_key
 from agentdata.sqlguard import (
     EXPLAIN_COLUMNS,
     CatalogSnapshot,
@@ -62,10 +72,32 @@ log = logging.getLogger(__name__)
 #: Schemas that are DuckDB's own, never listed as data.
 SYSTEM_SCHEMAS = ("information_schema", "pg_catalog")
 
+#: The results cache invalidates on any write for now: SQL DML does not always name its
+#: target table to the binder, so per-table versions could miss one.
+_ANY_TABLE = "*"
+#: Cached guard verdicts: how many, and the longest SQL text kept.
+_VERDICTS = 4096
+_VERDICT_SQL_BYTES = 16 * 1024
+
 #: Result schema of a write statement.
 WRITE_RESULT_SCHEMA = pa.schema([pa.field("rows", pa.int64())])
 #: Result schema of any EXPLAIN: known without running it.
 EXPLAIN_RESULT_SCHEMA = pa.schema([pa.field(n, pa.string()) for n in EXPLAIN_COLUMNS])
+
+
+@dataclass(frozen=True)
+class WriteOutcome:
+    """What a write did: rows changed, and for DML with RETURNING the rows it returned."""
+
+    rows: int
+    returned: pa.Table | None = None
+
+    def result(self) -> pa.Table:
+        """The write's result as every channel streams it: the returned rows, or one
+        row `{rows}` with the count of rows changed."""
+        if self.returned is not None:
+            return self.returned
+        return pa.table([pa.array([self.rows], pa.int64())], schema=WRITE_RESULT_SCHEMA)
 
 
 @contextmanager
@@ -121,10 +153,18 @@ class TableInfo:
     last_modified: float | None
     last_synced: float | None = None
     source_snapshot: str | None = None
+    #: What the table holds, in words (agentdata.descriptions); column name -> text.
+    description: str | None = None
+    column_descriptions: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def qualified(self) -> str:
         return f"{self.schema}.{self.name}"
+
+    @property
+    def freshness(self) -> dict[str, Any]:
+        """{last_modified, last_synced, source} as every channel shows it."""
+        return freshness_entry(self.last_modified, self.last_synced, self.source_snapshot)
 
 
 @dataclass
@@ -142,6 +182,13 @@ class RunningQuery:
     timers: list[int] = field(default_factory=list)
     #: Set once a result stream owns the query (it finishes it when done).
     detached: bool = False
+    #: The results cache's table versions from before the query's snapshot was taken.
+    versions: tuple[tuple[str, int], ...] = ()
+
+    def raise_if_stopped(self) -> None:
+        """Raise why the query was stopped (timeout, cancel, revocation), if it was."""
+        if self.stop_reason is not None:
+            raise self.stop_reason
 
     def stop(self, reason: AgentdataError) -> None:
         if self.stop_reason is None:
@@ -188,6 +235,11 @@ class StreamOptions:
     truncated: bool = False  # set by the stream when it stopped quietly at max_rows
     #: Values for the statement's `?` / `$n` placeholders (a mapping for `$name`).
     params: Sequence[Any] | Mapping[str, Any] | None = None
+    #: A row cap of this call's own, below the token's max_rows (MCP's `max_rows`);
+    #: reaching it ends the stream quietly when `truncate` is set.
+    max_rows: int | None = None
+    #: Refuse writes (INVALID_ARGUMENT) instead of running them: for channels that only read.
+    reads_only: bool = False
 
 
 class Engine:
@@ -207,6 +259,7 @@ class Engine:
         max_sql_bytes: int = 256 * 1024,
         max_generated_bytes: int = 64 * 1024,
         memory_headroom_bytes: int = 256 * 1024 * 1024,
+        result_cache_bytes: int = 64 * 1024 * 1024,
     ) -> None:
         self.meta = meta
         self.batch_rows = batch_rows
@@ -237,6 +290,10 @@ class Engine:
         #: Bumped by every committed write; the guard's catalog snapshot follows it.
         self._generation = 0
         self._snapshot: tuple[int, CatalogSnapshot] | None = None
+        #: (scope, SQL, generation) -> the guard's verdict: GetFlightInfo and the DoGet
+        #: that follows, or an agent repeating itself, check a statement once.
+        self._verdicts: OrderedDict[tuple[Any, ...], CheckedStatement] = OrderedDict()
+        self.results = ResultCache(result_cache_bytes)
         self._memory_guard: MemoryGuard | None = None
         if memory_headroom_bytes > 0:
             base = rss_bytes() + parse_bytes(memory_limit) + memory_headroom_bytes
@@ -273,11 +330,27 @@ class Engine:
     def _check_on(
         self, rq: RunningQuery, cur: duckdb.DuckDBPyConnection, principal: Principal, sql: str
     ) -> CheckedStatement:
-        with sqlguard.scrubbed(principal), translate_errors():
-            stmt = self.guard.check(cur, principal, sql, self._catalog_snapshot(cur))
+        key = (principal.role, principal.tables, sql, self._generation)
+        stmt = self._verdicts.get(key) if len(sql) <= _VERDICT_SQL_BYTES else None
+        if stmt is None:
+            with sqlguard.scrubbed(principal), translate_errors():
+                stmt = self.guard.check(
+                    cur, principal, sql, self._catalog_snapshot(cur), rq.raise_if_stopped
+                )
+            if len(sql) <= _VERDICT_SQL_BYTES:
+                with self._running_lock:
+                    self._verdicts[key] = stmt
+                    while len(self._verdicts) > _VERDICTS:
+                        self._verdicts.popitem(last=False)
         if rq.stop_reason is not None:
             raise rq.stop_reason
         return stmt
+
+    def _written(self) -> None:
+        """A write transaction ended: the catalog snapshot, cached verdicts and cached
+        results may all be stale now (a rolled-back one costs a few misses, nothing more)."""
+        self._generation += 1
+        self.results.bump([_ANY_TABLE])
 
     def _catalog_snapshot(self, cur: duckdb.DuckDBPyConnection) -> CatalogSnapshot:
         generation = self._generation
@@ -287,6 +360,40 @@ class Engine:
         snapshot = CatalogSnapshot.read(cur)
         self._snapshot = (generation, snapshot)
         return snapshot
+
+    def parameter_schema(self, principal: Principal, sql: str) -> pa.Schema:
+        """The statement's placeholders as an Arrow schema: one field per placeholder in
+        binding order (named "1", "2", ... or by `$name`), typed as DuckDB's binder infers
+        them from their use (`id = ?` takes the column's type); the null type where the
+        statement does not say (`SELECT ?`).
+
+        Binding runs nothing: the statement is checked for `principal` first and bound on
+        a READ ONLY cursor. DuckDB's Python API offers the inferred types only through
+        its binder (`_bind`, duckdb 2.0); without it every field is null-typed.
+        """
+        names = self.parameter_names(sql)
+        if not names:
+            return pa.schema([])
+        types: dict[str, str] = {}
+        with self._query(principal, sql, None) as (rq, cur):
+            stmt = self._check_on(rq, cur, principal, sql)
+            bind = getattr(cur, "_bind", None)
+            if bind is not None:
+                with suppress(duckdb.Error, TypeError, ValueError):
+                    parameters = bind(stmt.sql, with_writes=True)[2]
+                    types = {str(n): str(t) for n, t in parameters if str(t) != "UNKNOWN"}
+            columns = [
+                f"NULL::{types[n]} AS {quote_ident(n)}"
+                if n in types
+                else f"NULL AS {quote_ident(n)}"
+                for n in names
+            ]
+            try:
+                with translate_errors():
+                    schema = cur.sql(f"SELECT {', '.join(columns)} LIMIT 0").to_arrow_table().schema
+            except AgentdataError:  # a type that does not round-trip: say nothing of any
+                schema = pa.schema([pa.field(n, pa.null()) for n in names])
+        return schema
 
     def parameter_names(self, sql: str) -> list[str]:
         """The statement's placeholders in binding order: ["1", "2"] for `?`/`$n`, else names.
@@ -313,8 +420,13 @@ class Engine:
         """A registered, deadline-watched query on a READ ONLY cursor, from the moment
         the request arrives: parsing, checking and binding count against the timeout
         too. Closed on exit unless the caller took ownership (`rq.detached`)."""
+        # Table versions as of before the READ ONLY transaction takes its snapshot: a
+        # result cached under them can only be older than what they say if a write
+        # committed in between, and then the cache refuses it (see agentdata.result_cache).
+        versions = self.results.versions([_ANY_TABLE])
         cur = self._read_cursor()
         rq = self._start(principal, sql, query_id, cur)
+        rq.versions = versions
         try:
             yield rq, cur
         except AgentdataError as e:
@@ -372,19 +484,24 @@ class Engine:
     ) -> tuple[CheckedStatement, pa.Schema]:
         """The result schema of `sql`, learned without running it: a checked SELECT is
         bound inside `SELECT * FROM (...) LIMIT 0` in a READ ONLY transaction (planned
-        away, nothing scanned); EXPLAIN and writes have fixed schemas.
+        away, nothing scanned); EXPLAIN and writes have fixed schemas, but for DML with
+        RETURNING (see `_write_schema`).
 
         A statement with placeholders needs `params` (NULLs give a best guess).
         """
         with self._query(principal, sql, None) as (rq, cur):
             stmt = self._check_on(rq, cur, principal, sql)
+            limit = principal.max_rows + 1 if principal.max_rows is not None else None
+            self._guard_cost(principal, cur, stmt, params, limit)
             if stmt.explain:
                 return stmt, EXPLAIN_RESULT_SCHEMA
             if stmt.kind is Kind.WRITE:
-                return stmt, WRITE_RESULT_SCHEMA
+                return stmt, self._write_schema(principal, stmt, params)
             with sqlguard.scrubbed(principal), translate_errors():
                 probe = f"SELECT * FROM (\n{stmt.sql}\n) LIMIT 0"
-                schema = cur.sql(probe, params=params).to_arrow_table().schema
+                rel = cur.sql(probe, params=params)
+                schema = rel.to_arrow_table().schema
+                schema = json_schema(schema, rel.types) or schema
             return stmt, schema
 
     # -- reading -------------------------------------------------------------
@@ -393,7 +510,8 @@ class Engine:
     ) -> ResultStream:
         """Run a read statement and return its result as a lazy batch stream.
 
-        Write statements by writers run here too (result: one row, `rows`). The query
+        Write statements by writers run here too (result: one row, `rows`, or for DML
+        with RETURNING the rows it returned). The query
         is stopped by the token's/server's timeout, by its expiry or revocation, by
         `cancel`, by the client going away, and by max_rows (error, or quiet
         truncation when options.truncate).
@@ -401,17 +519,39 @@ class Engine:
         options = options or StreamOptions()
         with self._query(principal, sql, options.query_id) as (rq, cur):
             stmt = self._check_on(rq, cur, principal, sql)
+            if stmt.kind is Kind.WRITE and options.reads_only:
+                raise InvalidArgument(
+                    f"this call runs queries only (SELECT, WITH, ...), not {stmt.statement_type}"
+                )
             if stmt.kind is Kind.READ:
-                max_rows = principal.max_rows
-                with sqlguard.scrubbed(principal), translate_errors():
-                    rel = cur.sql(stmt.sql, params=options.params)
-                    if max_rows is not None and not stmt.explain:
-                        # One extra row tells "exactly max_rows" from "more than max_rows".
-                        rel = rel.limit(max_rows + 1)
-                    reader = rel.to_arrow_reader(self.batch_rows)
+                max_rows = _least(principal.max_rows, options.max_rows)
+                # One extra row tells "exactly max_rows" from "more than max_rows".
+                limit = max_rows + 1 if max_rows is not None and not stmt.explain else None
+                self._guard_cost(principal, cur, stmt, options.params, limit)
+                cache_key = self._cache_key(principal, stmt, options, limit)
+                cached = self.results.get(cache_key, [_ANY_TABLE]) if cache_key else None
+                if cached is not None:
+                    reader = pa.RecordBatchReader.from_batches(cached.schema, cached.batches)
+                else:
+                    with sqlguard.scrubbed(principal), translate_errors():
+                        rel = cur.sql(stmt.sql, params=options.params)
+                        if limit is not None:
+                            rel = rel.limit(limit)
+                        reader = as_json_extension(rel.to_arrow_reader(self.batch_rows), rel.types)
+                    if cache_key is not None:
+                        reader = self._recording(reader, cache_key, rq.versions)
+                schema = reader.schema.with_metadata(
+                    {
+                        **(reader.schema.metadata or {}),
+                        b"agentdata.cache": b"hit" if cached is not None else b"miss",
+                    }
+                )
+                read = {t for t in stmt.tables if t.split(".", 1)[0] not in SYSTEM_SCHEMAS}
+                if read:
+                    schema = with_freshness(schema, freshness_of(self.meta, read))
                 rq.detached = True  # the stream owns it now
                 return ResultStream(
-                    reader.schema, self._batches(rq, reader, max_rows, options), rq.query_id
+                    schema, self._batches(rq, reader, max_rows, options), rq.query_id
                 )
         # A write: runs under the serialized writer, not on the read-only cursor.
         if stmt.explain:
@@ -420,11 +560,36 @@ class Engine:
                 options.on_finish(table.num_rows, table.nbytes)
             return ResultStream(table.schema, iter(table.to_batches()))
         param_sets = [options.params] if options.params is not None else None
-        rows = self.execute_write(principal, stmt, param_sets=param_sets)
+        result = self.run_write(principal, stmt, param_sets=param_sets).result()
         if options.on_finish:
-            options.on_finish(1, 8)
-        batch = pa.record_batch([pa.array([rows], pa.int64())], schema=WRITE_RESULT_SCHEMA)
-        return ResultStream(WRITE_RESULT_SCHEMA, iter([batch]))
+            options.on_finish(result.num_rows, result.nbytes)
+        return ResultStream(result.schema, iter(result.to_batches(self.batch_rows)))
+
+    def _cache_key(
+        self,
+        principal: Principal,
+        stmt: CheckedStatement,
+        options: StreamOptions,
+        limit: int | None,
+    ) -> tuple[Any, ...] | None:
+        """The results-cache key of a read, or None if it must not be cached."""
+        if not self.results.enabled or not stmt.deterministic or stmt.explain:
+            return None
+        return (principal.role, principal.tables, stmt.sql, params_key(options.params), limit)
+
+    def _recording(
+        self, reader: pa.RecordBatchReader, key: tuple[Any, ...], versions: Versions
+    ) -> pa.RecordBatchReader:
+        """`reader`, keeping what passes (up to the cache's entry bound) and caching it
+        once the whole result has been read."""
+        recorder = Recorder(iter(reader), self.results.max_entry_bytes)
+
+        def batches() -> Iterator[pa.RecordBatch]:
+            yield from recorder
+            if recorder.kept is not None:
+                self.results.put(key, reader.schema, recorder.kept, versions)
+
+        return pa.RecordBatchReader.from_batches(reader.schema, batches())
 
     def _batches(
         self,
@@ -435,6 +600,8 @@ class Engine:
     ) -> Iterator[pa.RecordBatch]:
         counts = [0, 0]  # rows, bytes
         done = threading.Event()
+        # DuckDB produces the next batch while this one is being sent (agentdata.prefetch).
+        ahead = Prefetcher(reader.read_next_batch, depth=1, name=f"produce-{rq.query_id[:8]}")
 
         def cleanup() -> None:
             # Runs once: at the end of iteration, or when the iterator is dropped
@@ -443,19 +610,22 @@ class Engine:
                 return
             done.set()
             with suppress(Exception):
+                rq.cursor.interrupt()  # a producer mid-batch stops at once
+            ahead.close()
+            with suppress(Exception):
                 reader.close()
             self._finish(rq)
             if options.on_finish:
                 options.on_finish(counts[0], counts[1])
 
-        gen = self._generate(rq, reader, max_rows, options, counts, cleanup)
+        gen = self._generate(rq, ahead, max_rows, options, counts, cleanup)
         weakref.finalize(gen, cleanup)
         return gen
 
     def _generate(
         self,
         rq: RunningQuery,
-        reader: pa.RecordBatchReader,
+        batches: Prefetcher[pa.RecordBatch],
         max_rows: int | None,
         options: StreamOptions,
         counts: list[int],
@@ -469,7 +639,7 @@ class Engine:
                     if rq.stop_reason is not None:
                         raise rq.stop_reason
                     try:
-                        batch = reader.read_next_batch()
+                        batch = next(batches)
                     except StopIteration:
                         return
                     except (duckdb.Error, pa.ArrowException, OSError) as e:
@@ -483,10 +653,7 @@ class Engine:
                         raise InvalidArgument(str(e)) from None
                     if max_rows is not None and counts[0] + batch.num_rows > max_rows:
                         if not options.truncate:
-                            raise ResourceExhausted(
-                                f"result exceeds this token's max_rows ({max_rows}); "
-                                "narrow the query, or ask for truncation"
-                            )
+                            raise ResourceExhausted(max_rows_message(max_rows))
                         batch = batch.slice(0, max_rows - counts[0])
                         options.truncated = True
                         counts[0] += batch.num_rows
@@ -511,6 +678,48 @@ class Engine:
         step = max(1, -(-batch.num_rows // pieces))
         for start in range(0, batch.num_rows, step):
             yield batch.slice(start, step)
+
+    # -- the cost guard --------------------------------------------------------
+    def _guard_cost(
+        self,
+        principal: Principal,
+        cur: duckdb.DuckDBPyConnection,
+        stmt: CheckedStatement,
+        params: Sequence[Any] | Mapping[str, Any] | None,
+        limit: int | None,
+    ) -> None:
+        """Refuse, before anything runs, a read whose plan DuckDB estimates to handle more
+        rows than the token's `max_scan_rows` (see agentdata.cost). Planning happens on
+        the request's READ ONLY cursor, under its deadline, like the check."""
+        budget = principal.max_scan_rows
+        if budget is None or stmt.kind is not Kind.READ or (stmt.explain and not stmt.analyze):
+            return  # a plain EXPLAIN runs nothing
+        if stmt.explain:  # EXPLAIN ANALYZE runs what it wraps, to the end
+            sql, limit = stmt.explained or stmt.sql, None
+        else:
+            sql = stmt.sql
+        with sqlguard.scrubbed(principal), translate_errors():
+            estimate = cost.estimate(cur, sql, params, limit=limit)
+        if estimate.rows > budget:
+            raise ResourceExhausted(
+                f"the query is estimated to scan {estimate.rows:,} rows, over this token's "
+                f"max_scan_rows budget of {budget:,}; narrow it (filters on indexed or sorted "
+                "columns, a LIMIT, aggregates) and see the plan's estimate with EXPLAIN",
+                detail={"estimated_rows": estimate.rows, "max_scan_rows": budget},
+            )
+
+    def estimate(
+        self, principal: Principal, sql: str
+    ) -> tuple[CheckedStatement, cost.PlanEstimate]:
+        """A read's plan and the cost guard's estimate of it, without running it
+        (checked like any query; writes are refused)."""
+        with self._query(principal, sql, None) as (rq, cur):
+            stmt = self._check_on(rq, cur, principal, sql)
+            if stmt.kind is Kind.WRITE:
+                raise InvalidArgument("only queries (SELECT, WITH, ...) can be estimated")
+            inner = (stmt.explained or stmt.sql) if stmt.explain else stmt.sql
+            with sqlguard.scrubbed(principal), translate_errors():
+                return stmt, cost.estimate(cur, inner)
 
     def query_table(self, principal: Principal, sql: str) -> pa.Table:
         """Run a (small) read and collect it: for metadata and tests, not for data paths."""
@@ -593,7 +802,7 @@ class Engine:
                     cur.execute("COMMIT")
             finally:
                 # Any transaction may have changed the catalog (the guard's snapshot).
-                self._generation += 1
+                self._written()
                 if cursor is None:
                     cur.close()
 
@@ -602,36 +811,74 @@ class Engine:
         principal: Principal,
         stmt: CheckedStatement | str,
         *,
-        param_sets: Sequence[Sequence[Any] | Mapping[str, Any]] | None = None,
+        param_sets: Sequence[Sequence[Any] | Mapping[str, Any]] | ParameterBatch | None = None,
     ) -> int:
         """Run one DDL/DML statement for a writer; returns rows changed (0 for DDL).
 
         With `param_sets`, the statement runs once per set of placeholder values, all
-        in one transaction (all or nothing), and the row counts add up.
+        in one transaction (all or nothing), and the row counts add up. A
+        `ParameterBatch` (a client's bound record batch) for `INSERT ... VALUES (?, ...)`
+        runs as one set-based `INSERT ... SELECT` over the batch instead (see
+        `agentdata.param_batches`).
         """
+        return self.run_write(principal, stmt, param_sets=param_sets).rows
+
+    def run_write(
+        self,
+        principal: Principal,
+        stmt: CheckedStatement | str,
+        *,
+        param_sets: Sequence[Sequence[Any] | Mapping[str, Any]] | ParameterBatch | None = None,
+    ) -> WriteOutcome:
+        """`execute_write`, keeping what DML with RETURNING returned: those rows (of
+        every parameter set, in order), whose number is the rows changed."""
         if isinstance(stmt, str):
             stmt = self.check(principal, stmt)
         principal.require_writer()
-        runs: Sequence[Sequence[Any] | Mapping[str, Any] | None] = (
-            [None] if param_sets is None else param_sets
-        )
+        sql = stmt.sql
+        runs: Sequence[Sequence[Any] | Mapping[str, Any] | None] = [None]
+        batch_view: tuple[str, pa.Table] | None = None
+        if param_sets is not None and not isinstance(param_sets, ParameterBatch):
+            runs = param_sets
+        elif isinstance(param_sets, ParameterBatch):
+            view = f"__agentdata_params_{uuid.uuid4().hex}"
+            set_based = param_batches.set_based(stmt.sql, view, param_sets.columns())
+            if set_based is not None:
+                sql, runs, batch_view = set_based, [None], (view, param_sets.as_view())
+            elif len(param_sets) > param_batches.MAX_ROW_BY_ROW:
+                raise PayloadTooLarge(
+                    f"{len(param_sets)} parameter sets for a statement that runs row by row "
+                    f"(at most {param_batches.MAX_ROW_BY_ROW}); INSERT ... VALUES (?, ...) and "
+                    "DELETE ... WHERE run set-based: load bulk data with ingest (adbc_ingest)"
+                )
+            else:
+                runs = param_sets.sets()
         changed = 0
+        returned: list[pa.Table] = []
         with self.writer() as cur:
             before = _catalog(cur)
             schemas_before = _schemas(cur)
+            if batch_view is not None:
+                cur.register(*batch_view)
             for params in runs:
-                res = cur.execute(stmt.sql, params)
+                if stmt.returning:
+                    # The relation API: DuckDB runs the DML now and hands its RETURNING
+                    # rows to Arrow without the copy a DB-API result would make.
+                    rel = cur.sql(sql, params=params)
+                    table = with_json_extension(rel.to_arrow_table(), rel.types)
+                    returned.append(table)
+                    changed += table.num_rows
+                    continue
+                res = cur.execute(sql, params)
                 try:
                     rows_out = res.fetchall()
                     row = rows_out[0] if rows_out else None
                 except duckdb.Error:
                     row = None
-                if (
-                    row
-                    and isinstance(row[0], int)
-                    and stmt.statement_type in ("INSERT", "UPDATE", "DELETE", "MERGE_INTO")
-                ):
+                if row and isinstance(row[0], int) and stmt.statement_type in returning.DML:
                     changed += int(row[0])
+            if batch_view is not None:
+                cur.unregister(batch_view[0])
             # Bound tables plus any created by the statement changed now (dropped ones
             # leave the catalog; their stats go with them).
             after = _catalog(cur)
@@ -641,10 +888,64 @@ class Engine:
             for qualified_name in after - before:
                 for part in _catalog_parts(cur, qualified_name):
                     validate_name(part, "table name")
-        self.touch_tables(set(stmt.tables) & after | (after - before))
+        # DML targets too: the binder does not report them (see returning.write_target).
+        target = returning.write_target(stmt.sql, stmt.statement_type)
+        written = set(stmt.tables) | ({target} if target else set())
+        self.touch_tables(written & after | (after - before))
         for gone in before - after:
+            # A dropped table's stats and descriptions go with it (a new table of the
+            # same name starts undescribed).
             self.meta.execute("DELETE FROM table_stats WHERE name = ?", (gone,))
-        return changed
+            self.meta.execute("DELETE FROM descriptions WHERE name = ?", (gone,))
+        if not stmt.returning:
+            return WriteOutcome(changed)
+        table = pa.concat_tables(returned) if len(returned) > 1 else returned[0]
+        return WriteOutcome(changed, table)
+
+    def _write_schema(
+        self,
+        principal: Principal,
+        stmt: CheckedStatement,
+        params: Sequence[Any] | Mapping[str, Any] | None,
+    ) -> pa.Schema:
+        """A write's result schema: `{rows}`, or for DML with RETURNING its returned
+        columns, learned without running it where DuckDB allows (see
+        `agentdata.returning`): the equivalent `SELECT <list> FROM <target> LIMIT 0`,
+        bound in a READ ONLY transaction. Where no such SELECT exists (MERGE), or
+        it does not bind, the write itself runs in a transaction that is rolled back,
+        under the writer (writers only): that gives its exact columns, or the error the
+        write would raise. Sequences it draws from stay advanced (DuckDB's sequences
+        are not transactional), as after any failed write."""
+        if not stmt.returning:
+            return WRITE_RESULT_SCHEMA
+        probe = returning.schema_probe(stmt.sql, stmt.statement_type)
+        if probe is not None:
+            # A cursor of its own: binding the write during the check may have aborted
+            # the caller's READ ONLY transaction ("cannot write in read-only mode").
+            rcur = self._read_cursor()
+            try:
+                with sqlguard.scrubbed(principal), translate_errors():
+                    rel = rcur.sql(probe)
+                    schema = rel.to_arrow_table().schema
+                return json_schema(schema, rel.types) or schema
+            except InvalidArgument:
+                pass  # the write itself says what is wrong, below
+            finally:
+                rcur.close()
+        principal.require_writer()
+        with self._write_lock:
+            wcur = self.cursor()
+            try:
+                with sqlguard.scrubbed(principal), translate_errors():
+                    wcur.execute("BEGIN TRANSACTION")
+                    try:
+                        rel = wcur.sql(stmt.sql, params=params)
+                        schema = rel.to_arrow_table().schema
+                        return json_schema(schema, rel.types) or schema
+                    finally:
+                        wcur.execute("ROLLBACK")
+            finally:
+                wcur.close()
 
     def _explain_write(self, stmt: CheckedStatement) -> pa.Table:
         """EXPLAIN of a write, under the serialized writer. Plain EXPLAIN plans and
@@ -661,7 +962,7 @@ class Engine:
                         raise
                     cur.execute("COMMIT" if stmt.analyze else "ROLLBACK")
             finally:
-                self._generation += 1
+                self._written()
                 cur.close()
         return table
 
@@ -697,6 +998,7 @@ class Engine:
                     " WHERE NOT internal AND NOT temporary ORDER BY 1, 2"
                 ).fetchall()
             stats = {r["name"]: r for r in self.meta.all("SELECT * FROM table_stats")}
+            described = descriptions.read(self.meta)
             out = []
             for schema, name, kind in rows:
                 if schema in SYSTEM_SCHEMAS:
@@ -704,7 +1006,11 @@ class Engine:
                 qualified = f"{schema}.{name}".lower()
                 if not principal.can_read_table(qualified):
                     continue
-                out.append(self._table_info(cur, schema, name, kind, stats.get(qualified)))
+                out.append(
+                    self._table_info(
+                        cur, schema, name, kind, stats.get(qualified), described.get(qualified)
+                    )
+                )
             return out
         finally:
             cur.close()
@@ -727,7 +1033,8 @@ class Engine:
                 raise NotFound(f"no table {schema}.{name}")
             stat = self.meta.one("SELECT * FROM table_stats WHERE name = ?", (qualified,))
             schema_name, table_name, kind = found[0]
-            return self._table_info(cur, schema_name, table_name, kind, stat)
+            described = descriptions.read(self.meta, [qualified]).get(qualified)
+            return self._table_info(cur, schema_name, table_name, kind, stat, described)
         finally:
             cur.close()
 
@@ -770,6 +1077,20 @@ class Engine:
             cur.close()
         return {r[0]: r[1] for r in rows}
 
+    def column_nullability(self, schema: str, name: str) -> dict[str, bool]:
+        """Whether each column of a table or view admits NULL (views: always)."""
+        cur = self.cursor()
+        try:
+            with translate_errors():
+                rows = cur.execute(
+                    "SELECT column_name, is_nullable FROM duckdb_columns()"
+                    " WHERE database_name = current_database() AND schema_name = $1 AND table_name = $2",
+                    [schema, name],
+                ).fetchall()
+        finally:
+            cur.close()
+        return {r[0]: bool(r[1]) for r in rows}
+
     def primary_keys(
         self, principal: Principal, schema: str | None, table: str
     ) -> list[tuple[str, str, str, int]]:
@@ -797,11 +1118,19 @@ class Engine:
         return out
 
     def _table_info(
-        self, cur: duckdb.DuckDBPyConnection, schema: str, name: str, kind: str, stat: Any
+        self,
+        cur: duckdb.DuckDBPyConnection,
+        schema: str,
+        name: str,
+        kind: str,
+        stat: Any,
+        described: descriptions.Described | None = None,
     ) -> TableInfo:
         ref = f"{quote_ident(schema)}.{quote_ident(name)}"
         with translate_errors():
-            arrow_schema = cur.sql(f"SELECT * FROM {ref}").limit(0).to_arrow_table().schema
+            rel = cur.sql(f"SELECT * FROM {ref}").limit(0)
+            arrow_schema = rel.to_arrow_table().schema
+            arrow_schema = json_schema(arrow_schema, rel.types) or arrow_schema
             rows = (
                 cur.execute(f"SELECT count(*) FROM {ref}").fetchall()[0][0]
                 if kind == "TABLE"
@@ -816,6 +1145,13 @@ class Engine:
             last_modified=stat["last_modified"] if stat else None,
             last_synced=stat["last_synced"] if stat else None,
             source_snapshot=stat["source_snapshot"] if stat else None,
+            description=described.table if described else None,
+            # Only columns the table has now (a dropped column's words are not shown).
+            column_descriptions={
+                c: text
+                for c, text in (described.columns if described else {}).items()
+                if c in arrow_schema.names
+            },
         )
 
     # -- lifecycle -------------------------------------------------------------
@@ -872,3 +1208,21 @@ def _catalog(cur: duckdb.DuckDBPyConnection) -> set[str]:
         " UNION ALL SELECT lower(schema_name || '.' || view_name) FROM duckdb_views() WHERE NOT internal AND NOT temporary"
     ).fetchall()
     return {r[0] for r in rows}
+
+
+def max_rows_message(max_rows: int) -> str:
+    """What a result over the token's `max_rows` is told: the cap, and how to take the
+    first `max_rows` rows instead (truncation) on the channels that offer it."""
+    return (
+        f"result exceeds this token's max_rows ({max_rows}); narrow the query (a filter, "
+        f"an aggregate, LIMIT {max_rows}), or ask for the first {max_rows} rows: as a "
+        'Flight command send {"sql": "...", "truncate": true} (the last batch\'s metadata '
+        'then says {"truncated": true}); for an export, POST /api/v1/exports with '
+        '"truncate": true (agentdata export --truncate)'
+    )
+
+
+def _least(*limits: int | None) -> int | None:
+    """The smallest of the limits that are set (None when none is)."""
+    present = [x for x in limits if x is not None]
+    return min(present) if present else None

@@ -108,7 +108,7 @@ def csv_can_hold(t: pa.DataType) -> bool:
     """Whether pyarrow's CSV writer can write a column of type `t`."""
     if pa.types.is_dictionary(t):
         return csv_can_hold(t.value_type)
-    if isinstance(t, pa.ExtensionType):
+    if isinstance(t, pa.BaseExtensionType):  # arrow.json, arrow.uuid: written as storage
         return csv_can_hold(t.storage_type)
     return not (
         pa.types.is_binary(t)

@@ -12,6 +12,16 @@ States and the moves between them:
 Progress (rows, bytes, percent) is written by whoever runs the job (an in-process
 task, or a Celery worker through the REST API); `progress_at` lets maintenance find
 runs that stopped making progress.
+
+Every attempt is kept (`attempt_history`, table `job_attempts`): a `start` opens
+attempt n (start time, task id), and the next transition closes it with its outcome
+and error {step, code, message}: `retrying` (it failed and another attempt is
+scheduled), `succeeded`, `failed`, `cancelled`, or `interrupted` when a later attempt
+started without this one ever reporting its end (its worker or the server died):
+
+    [{"attempt": 1, "started_at": ..., "ended_at": ..., "outcome": "retrying",
+      "error": {"step": "query", "code": "unavailable", "message": "..."}, "task_id": ...},
+     {"attempt": 2, "started_at": ..., "ended_at": ..., "outcome": "succeeded", ...}]
 """
 
 from __future__ import annotations
@@ -20,7 +30,7 @@ import builtins
 import json
 import time
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
 
@@ -65,6 +75,8 @@ class Job:
     updated_at: float
     progress_at: float | None
     finished_at: float | None
+    #: One entry per attempt, oldest first (see the module docstring).
+    attempt_history: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -89,7 +101,30 @@ class JobStore:
         row = self._meta.one("SELECT * FROM jobs WHERE id = ?", (job_id,))
         if row is None:
             raise NotFound(f"no job with id {job_id!r}")
-        return _job(row)
+        return _job(row, self.attempts([job_id]).get(job_id, []))
+
+    def attempts(self, job_ids: builtins.list[str]) -> dict[str, builtins.list[dict[str, Any]]]:
+        """The attempt history of each of `job_ids` (see the module docstring)."""
+        if not job_ids:
+            return {}
+        marks = ", ".join("?" * len(job_ids))
+        rows = self._meta.all(
+            f"SELECT * FROM job_attempts WHERE job_id IN ({marks}) ORDER BY job_id, attempt",
+            job_ids,
+        )
+        out: dict[str, builtins.list[dict[str, Any]]] = {}
+        for r in rows:
+            out.setdefault(r["job_id"], []).append(
+                {
+                    "attempt": r["attempt"],
+                    "task_id": r["task_id"],
+                    "started_at": r["started_at"],
+                    "ended_at": r["ended_at"],
+                    "outcome": r["outcome"],
+                    "error": json.loads(r["error"]) if r["error"] else None,
+                }
+            )
+        return out
 
     def get_for(self, principal: Principal, job_id: str) -> Job:
         """A job the principal may see: its own, or any for an admin."""
@@ -119,7 +154,8 @@ class JobStore:
             f"SELECT * FROM jobs{clause} ORDER BY created_at DESC, id LIMIT ? OFFSET ?",
             [*params, limit, offset],
         )
-        return [_job(r) for r in rows], int(total)
+        history = self.attempts([r["id"] for r in rows])
+        return [_job(r, history.get(r["id"], [])) for r in rows], int(total)
 
     # -- transitions -----------------------------------------------------------
     def start(self, job_id: str, task_id: str | None = None) -> Job:
@@ -139,6 +175,17 @@ class JobStore:
                 "UPDATE jobs SET state = ?, attempts = attempts + 1, started_at = coalesce(started_at, ?),"
                 " updated_at = ?, progress_at = ?, task_id = coalesce(?, task_id) WHERE id = ?",
                 (JobState.RUNNING.value, now, now, now, task_id, job_id),
+            )
+            # An attempt still open never reported its end: its runner died under it.
+            tx.execute(
+                "UPDATE job_attempts SET ended_at = ?, outcome = 'interrupted'"
+                " WHERE job_id = ? AND ended_at IS NULL",
+                (now, job_id),
+            )
+            tx.execute(
+                "INSERT INTO job_attempts (job_id, attempt, task_id, started_at, outcome)"
+                " SELECT id, attempts, task_id, ?, 'running' FROM jobs WHERE id = ?",
+                (now, job_id),
             )
         return self.get(job_id)
 
@@ -232,25 +279,34 @@ class JobStore:
         final: bool = True,
     ) -> Job:
         now = time.time()
-        changed = self._meta.execute(
-            "UPDATE jobs SET state = ?, result = coalesce(?, result), error = coalesce(?, error), updated_at = ?,"
-            " finished_at = CASE WHEN ? THEN ? ELSE finished_at END WHERE id = ?",
-            (
-                state.value,
-                json.dumps(result) if result is not None else None,
-                json.dumps(error) if error is not None else None,
-                now,
-                1 if final else 0,
-                now,
-                job_id,
-            ),
-        )
+        with self._meta.transaction() as tx:
+            changed = tx.execute(
+                "UPDATE jobs SET state = ?, result = coalesce(?, result), error = coalesce(?, error), updated_at = ?,"
+                " finished_at = CASE WHEN ? THEN ? ELSE finished_at END WHERE id = ?",
+                (
+                    state.value,
+                    json.dumps(result) if result is not None else None,
+                    json.dumps(error) if error is not None else None,
+                    now,
+                    1 if final else 0,
+                    now,
+                    job_id,
+                ),
+            ).rowcount
+            # The attempt running now ends with the job's new state.
+            tx.execute(
+                "UPDATE job_attempts SET ended_at = ?, outcome = ?, error = ?"
+                " WHERE job_id = ? AND ended_at IS NULL",
+                (now, state.value, json.dumps(error) if error is not None else None, job_id),
+            )
         if not changed:
             raise NotFound(f"no job with id {job_id!r}")
         return self.get(job_id)
 
     def delete(self, job_id: str) -> None:
-        self._meta.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+        with self._meta.transaction() as tx:
+            tx.execute("DELETE FROM job_attempts WHERE job_id = ?", (job_id,))
+            tx.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
 
     def count_by_kind_state(self) -> builtins.list[tuple[str, str, int]]:
         return [
@@ -270,7 +326,7 @@ def validate_kind(kind: str) -> str:
     return kind
 
 
-def _job(r: Any) -> Job:
+def _job(r: Any, history: list[dict[str, Any]] | None = None) -> Job:
     return Job(
         id=r["id"],
         kind=r["kind"],
@@ -290,4 +346,5 @@ def _job(r: Any) -> Job:
         updated_at=r["updated_at"],
         progress_at=r["progress_at"],
         finished_at=r["finished_at"],
+        attempt_history=history or [],
     )

@@ -1,4 +1,4 @@
-"""`agentdata serve`: the Flight server and the control plane in one process, over one core.
+"""`agentdata serve`: the Flight server, the control plane and MCP in one process, over one core.
 
 Start-up: make the data dir private (umask 077; existing entries 0700/0600), open the
 core (loading the demo on a first start), start Flight (it listens as soon as it is
@@ -66,6 +66,7 @@ def serve(settings: Settings, components: list[Component] | None = None) -> int:
     from control_api import create_app
     from flight_server import build_flight_server
     from flight_server.flightsql import FlightSqlService
+    from mcp_server import mount_mcp
 
     configure_logging(settings.log_level)
     # Before anything is opened: every file the process creates, and every one an
@@ -89,8 +90,10 @@ def serve(settings: Settings, components: list[Component] | None = None) -> int:
         http_sock.bind((settings.host, settings.http_port))
         http_port = http_sock.getsockname()[1]
         core.endpoints.update(_loopback_urls(settings, flight.port, http_port))
+        app = create_app(core)
+        mount_mcp(app, core)  # MCP at /mcp, same port and tokens
         config = uvicorn.Config(
-            create_app(core),
+            app,
             log_level=settings.log_level.lower(),
             access_log=False,
             **_https_options(settings),

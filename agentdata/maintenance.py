@@ -28,7 +28,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from agentdata.errors import AgentdataError, InvalidArgument
+from agentdata.errors import AgentdataError, InternalError, InvalidArgument
 from agentdata.jobs import Job, JobState
 from agentdata.settings import Settings
 from agentdata.tokens import Principal
@@ -100,14 +100,30 @@ def last_runs(core: Core) -> dict[str, float | None]:
     return {name: found.get(name) for name in RULES}
 
 
-def run_rule(core: Core, principal: Principal, rule: str, *, task_id: str | None = None) -> Job:
-    """Run one rule now, as a job of kind `maintenance`; returns the finished job."""
+def run_rule(
+    core: Core,
+    principal: Principal,
+    rule: str,
+    *,
+    task_id: str | None = None,
+    attempt: int = 1,
+) -> Job:
+    """Run one rule now, as a job of kind `maintenance`; returns the finished job.
+
+    A run asked for by a task (`task_id`) that is a retry of an earlier failed attempt
+    continues that attempt's job, so one job holds every attempt of one scheduled run.
+    A failure the retry policy will retry (`agentdata.retries.maintenance_policy`)
+    leaves the job `retrying`; the task then raises, and Celery (or the runner)
+    retries it after a backoff.
+    """
     check_rule(rule)
     principal.require_admin()
     settings = core.settings
-    job = core.jobs.create(
-        "maintenance", {"rule": rule, **_rule_ages(rule, settings)}, owner=principal.token_id
-    )
+    job = _retried_job(core, rule, task_id) if attempt > 1 else None
+    if job is None:
+        job = core.jobs.create(
+            "maintenance", {"rule": rule, **_rule_ages(rule, settings)}, owner=principal.token_id
+        )
     core.jobs.start(job.id, task_id=task_id)
     now = time.time()
     try:
@@ -119,15 +135,44 @@ def run_rule(core: Core, principal: Principal, rule: str, *, task_id: str | None
             result = _fail_stale_jobs(core, settings, now, keep=job.id)
     except AgentdataError as e:
         log.warning("maintenance %s failed: %s", rule, e.message)
-        return core.jobs.fail(job.id, step=rule, code=e.code, message=e.message)
-    except Exception as e:  # a bug: still end the run's job with the reason
+        return _failed(core, job, rule, e, task_id=task_id, attempt=attempt)
+    except Exception as e:  # a bug, or the file system: still end the run's job with why
         log.exception("maintenance %s failed", rule)
-        return core.jobs.fail(
-            job.id, step=rule, code="internal", message=f"{type(e).__name__}: {e}"
-        )
+        error = InternalError(f"{type(e).__name__}: {e}")
+        return _failed(core, job, rule, error, task_id=task_id, attempt=attempt)
     if any(v for k, v in result.items() if isinstance(v, int)):
         log.info("maintenance %s: %s", rule, result)
     return core.jobs.succeed(job.id, result)
+
+
+def _retried_job(core: Core, rule: str, task_id: str | None) -> Job | None:
+    """The job an earlier attempt of this task left `retrying`, if any."""
+    if task_id is None:
+        return None
+    row = core.meta.one(
+        "SELECT id FROM jobs WHERE kind = 'maintenance' AND task_id = ? AND state = ?"
+        " AND json_extract(params, '$.rule') = ? ORDER BY created_at DESC LIMIT 1",
+        (task_id, JobState.RETRYING.value, rule),
+    )
+    return core.jobs.get(row["id"]) if row else None
+
+
+def _failed(
+    core: Core, job: Job, rule: str, error: AgentdataError, *, task_id: str | None, attempt: int
+) -> Job:
+    """Fail the run's job, or leave it `retrying` when its task will be retried."""
+    from agentdata.retries import maintenance_policy
+
+    if task_id is not None and maintenance_policy(core.settings).will_retry(error, attempt):
+        return core.jobs.retrying(
+            job.id,
+            {
+                "step": rule,
+                "code": error.code,
+                "message": f"{error.message} (attempt {attempt}; retrying)",
+            },
+        )
+    return core.jobs.fail(job.id, step=rule, code=error.code, message=error.message)
 
 
 def _rule_ages(rule: str, settings: Settings) -> dict[str, float]:

@@ -1,4 +1,4 @@
-"""The meta store: tokens, jobs, artefact records, sync specs, table stats.
+"""The meta store: tokens, jobs, artefact records, sync specs, table stats, descriptions.
 
 A SQLite file beside the data database, deliberately separate from it: DuckDB has
 no GRANTs, so anything inside `data.duckdb` is readable by agent SQL. Nothing here
@@ -87,6 +87,27 @@ MIGRATIONS: list[str] = [
         last_run_at REAL,
         created_at REAL NOT NULL,
         updated_at REAL NOT NULL
+    )""",
+    # The cost guard: most rows a token's queries may be estimated to scan (NULL = no limit).
+    "ALTER TABLE tokens ADD COLUMN max_scan_rows INTEGER",
+    # Descriptions agents read (set by admins): column '' is the table's own description.
+    """CREATE TABLE descriptions (
+        name TEXT NOT NULL,           -- schema.table, lower case
+        column_name TEXT NOT NULL,    -- '' for the table itself
+        description TEXT NOT NULL,
+        updated_at REAL NOT NULL,
+        PRIMARY KEY (name, column_name)
+    )""",
+    # Every attempt of a job (agentdata.jobs): when it ran, how it ended, its error.
+    """CREATE TABLE job_attempts (
+        job_id TEXT NOT NULL,
+        attempt INTEGER NOT NULL,     -- 1 for the first run
+        task_id TEXT,
+        started_at REAL NOT NULL,
+        ended_at REAL,                -- NULL while it runs
+        outcome TEXT NOT NULL,        -- running | retrying | succeeded | failed | cancelled | interrupted
+        error TEXT,                   -- JSON {"step", "code", "message"}
+        PRIMARY KEY (job_id, attempt)
     )""",
 ]
 

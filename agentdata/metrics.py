@@ -82,3 +82,19 @@ def refresh_store_gauges(jobs: JobStore, artefacts: ArtefactStore) -> None:
         count, nbytes = by_source.get(source, (0, 0))
         ARTEFACTS.labels(source).set(count)
         ARTEFACT_BYTES.labels(source).set(nbytes)
+
+
+CACHE_REQUESTS = Counter(
+    "agentdata_result_cache_requests_total",
+    "Results-cache lookups, by outcome (hit or miss).",
+    ["outcome"],
+    registry=REGISTRY,
+)
+CACHE_EVICTIONS = Counter(
+    "agentdata_result_cache_evictions_total",
+    "Results-cache entries evicted to stay within its byte bound.",
+    registry=REGISTRY,
+)
+CACHE_BYTES = Gauge(
+    "agentdata_result_cache_bytes", "Bytes held by the results cache.", registry=REGISTRY
+)

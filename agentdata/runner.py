@@ -19,8 +19,12 @@ is not submitted again while its previous run is still queued or running.
 
 A task that dies without reporting (the server went away under it) has its job
 failed by the runner, so no job stays "running" because of this process. Jobs left
-queued or running by a previous process of an embedded server are failed at start:
-nothing else could be running them.
+queued, running or retrying by a previous process of an embedded server (it was
+killed, or stopped mid-task) are picked up at start, since nothing else could be
+running them: exports and syncs go back on the queue under their kind's retry policy
+(`agentdata.retries`; the interrupted attempt counts as one, and its entry in the
+job's attempt history says the server restarted), with a fresh credential of the same
+scope; a job that was still queued simply goes back. Anything else is failed.
 """
 
 from __future__ import annotations
@@ -43,11 +47,12 @@ from agentdata.dispatch import (
     load_function,
     new_task_id,
     redacted,
+    resume_params,
     retry_policy,
     task_kind,
 )
 from agentdata.errors import AgentdataError, Conflict, InternalError, NotFound, Unavailable
-from agentdata.jobs import ACTIVE_STATES, JobState
+from agentdata.jobs import ACTIVE_STATES, Job, JobState
 
 if TYPE_CHECKING:
     from agentdata.core import Core
@@ -144,7 +149,7 @@ class InProcessRunner:
         # One line per REST call of every task would drown the server log.
         logging.getLogger("httpx").setLevel(logging.WARNING)
         self.work_dir.mkdir(parents=True, exist_ok=True)
-        self._fail_orphaned_jobs()
+        self._recover_interrupted_jobs()
         threading.Thread(target=_warm_up, name="agentdata-task-warm-up", daemon=True).start()
         for lane in self._lanes.values():
             for i in range(lane.size):
@@ -195,19 +200,82 @@ class InProcessRunner:
             for t in lane.threads:
                 t.join(max(0.0, deadline - time.monotonic()))
 
-    def _fail_orphaned_jobs(self) -> None:
-        for state in ACTIVE_STATES:
-            jobs, _ = self.core.jobs.list(state=state.value, limit=10_000)
-            for job in jobs:
-                self.core.jobs.fail(
-                    job.id,
-                    step="runner",
-                    code="unavailable",
-                    message="the server restarted before this job finished",
-                )
-                log.warning(
-                    "job %s (%s) was %s when the server stopped: failed", job.id, job.kind, state
-                )
+    def _recover_interrupted_jobs(self) -> None:
+        """Jobs a previous process left unfinished: resume or fail (module docstring)."""
+        # All of them first: recovering a running job makes it `retrying`, and it must
+        # not be found again under that state.
+        unfinished = [
+            job
+            for state in ACTIVE_STATES
+            for job in self.core.jobs.list(state=state.value, limit=10_000)[0]
+        ]
+        for job in unfinished:
+            try:
+                self._recover(job)
+            except Exception:  # one job's trouble must not stop the server starting
+                log.exception("could not recover job %s", job.id)
+
+    def _recover(self, job: Job) -> None:
+        jobs = self.core.jobs
+        if job.cancel_requested:
+            jobs.mark_cancelled(job.id)
+            return
+        state = JobState(job.state)
+        interrupted = Unavailable(f"the server restarted during attempt {job.attempts} of this job")
+        policy = retry_policy(job.kind, self.core.settings)
+        if state is JobState.RUNNING:
+            again = policy is not None and policy.will_retry(interrupted, job.attempts)
+        else:  # queued (never ran) or retrying (its retry was due in the lost process)
+            again = True
+        params = None
+        reason = "the server restarted before this job finished"
+        if again:
+            try:
+                params = resume_params(self.core, job)
+            except AgentdataError as e:
+                reason = f"{reason}, and it cannot be resumed: {e.message}"
+        if params is None:
+            jobs.fail(job.id, step="runner", code=Unavailable.code, message=reason)
+            log.warning(
+                "job %s (%s) was %s when the server stopped: failed", job.id, job.kind, state
+            )
+            return
+        delay = 0.0
+        if state is JobState.RUNNING:
+            jobs.retrying(
+                job.id,
+                {
+                    "step": "runner",
+                    "code": interrupted.code,
+                    "message": f"{interrupted.message}; retrying",
+                },
+            )
+            assert policy is not None
+            delay = policy.delay_s(job.attempts - 1)
+        task = _Task(
+            job.task_id or new_task_id(),
+            job.kind,
+            params,
+            lane=lane_of(job.kind),
+            retries=job.attempts,
+        )
+        with self._lock:
+            self._tasks[task.task_id] = task
+        log.warning(
+            "job %s (%s) was %s when the server stopped: attempt %d in %.1fs",
+            job.id,
+            job.kind,
+            state,
+            job.attempts + 1,
+            delay,
+        )
+        if delay > 0:
+            task.state = "retrying"
+            timer = threading.Timer(delay, self._requeue, (task,))
+            timer.daemon = True
+            timer.start()
+        else:
+            self._lanes[task.lane].queue.put(task)
 
     # -- dispatching ------------------------------------------------------------------------
     def submit(self, kind: str, params: dict[str, Any], *, task_id: str | None = None) -> str:
@@ -453,12 +521,12 @@ class InProcessRunner:
         self.stop()
 
     def pending_rule(self, rule: str) -> bool:
-        """Whether a run of maintenance `rule` is queued or running now."""
+        """Whether a run of maintenance `rule` is queued, running or waiting to retry."""
         with self._lock:
             return any(
                 t.kind == "maintenance"
                 and t.params.get("rule") == rule
-                and t.state in ("queued", "running")
+                and t.state in ("queued", "running", "retrying")
                 for t in self._tasks.values()
             )
 

@@ -78,6 +78,14 @@ class Settings(BaseSettings):
             "non-admin queries are stopped; 0 turns the memory guard off."
         ),
     )
+    result_cache_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=0,
+        description=(
+            "Bytes of query results kept in memory for identical repeated queries (same SQL, "
+            "parameters and token scope); any write invalidates; 0 turns the cache off."
+        ),
+    )
     ticket_ttl_s: float = Field(
         300.0, description="How long a Flight ticket stays redeemable, in seconds."
     )
@@ -132,6 +140,30 @@ class Settings(BaseSettings):
     )
     export_progress_every_s: float = Field(
         0.5, description="How often a running export reports progress and checks for cancel."
+    )
+    export_max_retries: int = Field(
+        2,
+        ge=0,
+        description="Retries of an export after a transient error (the server unreachable or "
+        "restarting, a connection lost).",
+    )
+    export_retry_backoff_s: int = Field(
+        10,
+        ge=1,
+        description="Backoff factor of export retries, in seconds: retry n waits a random "
+        "0..factor*2^(n-1) s (full jitter).",
+    )
+    export_retry_backoff_max_s: int = Field(
+        300, ge=1, description="Longest wait before an export retry, in seconds."
+    )
+    maintenance_max_retries: int = Field(
+        1, ge=0, description="Retries of a maintenance (clean-up) run that failed."
+    )
+    maintenance_retry_backoff_s: int = Field(
+        30,
+        ge=1,
+        description="Backoff factor of maintenance retries, in seconds (full jitter, at most "
+        "5 minutes).",
     )
     maintenance_completed_job_age_s: float = Field(
         24 * 3600, description="Succeeded and cancelled jobs older than this are deleted."
@@ -189,6 +221,13 @@ class Settings(BaseSettings):
     )
     sync_max_rows_per_s: float = Field(
         0.0, description="Throttle: most rows per second one sync loads; 0 means no limit."
+    )
+    # -- MCP (agents; see docs/agents.md) ----------------------------------------
+    mcp_max_result_chars: int = Field(
+        20_000,
+        ge=1,
+        description="Character budget of one MCP query result's rows (as JSON); rows past it "
+        "are cut and the result says truncated.",
     )
 
     # -- derived paths -------------------------------------------------------

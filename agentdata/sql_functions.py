@@ -145,6 +145,38 @@ CATALOG_VIEWS = frozenset(
 SYSTEM_SCHEMAS = frozenset({"information_schema", "pg_catalog"})
 
 
+#: Functions whose answer depends on when they run (beyond DuckDB's own VOLATILE list).
+_TIME_FUNCTIONS = frozenset(
+    {
+        "now",
+        "today",
+        "current_date",
+        "current_time",
+        "current_timestamp",
+        "current_localtime",
+        "current_localtimestamp",
+        "get_current_time",
+        "get_current_timestamp",
+        "transaction_timestamp",
+        "age",
+    }
+)
+
+
+@cache
+def volatile_functions() -> frozenset[str]:
+    """Functions whose result may differ between two runs over the same data: a
+    query calling one is never served from the results cache."""
+    con = duckdb.connect()
+    try:
+        rows = con.execute(
+            "SELECT DISTINCT function_name FROM duckdb_functions() WHERE stability = 'VOLATILE'"
+        ).fetchall()
+    finally:
+        con.close()
+    return frozenset(r[0] for r in rows) | _TIME_FUNCTIONS
+
+
 @cache
 def allowed_scalars() -> frozenset[str]:
     """Scalar/aggregate/window functions and built-in macros agents may call."""

@@ -25,15 +25,15 @@ for table-limited tokens: they could name objects outside the allow-list.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Any
 
 import duckdb
 
-from agentdata import catalog_filter, sql_functions, sql_tree
+from agentdata import catalog_filter, returning, sql_functions, sql_tree
 from agentdata.errors import InvalidArgument, PermissionDenied
 from agentdata.names import (
     binder_table_parts,
@@ -107,6 +107,13 @@ class CheckedStatement:
     #: For statements with placeholders: SQL with each one replaced by NULL (binds
     #: the same tables; used to learn a result schema).
     probe_sql: str | None = None
+    #: For EXPLAIN [ANALYZE]: the statement it wraps (what the cost guard estimates).
+    explained: str | None = None
+    #: DML with a RETURNING clause: its result is the rows it returns, not `{rows}`.
+    returning: bool = False
+    #: Same text, same data -> same rows: no volatile function (random(), now(), ...)
+    #: and no sample. Only walked statements (non-admins) can be known to be.
+    deterministic: bool = False
 
 
 @dataclass(frozen=True)
@@ -160,6 +167,7 @@ class Guard:
         principal: Principal,
         sql: str,
         snapshot: CatalogSnapshot,
+        checkpoint: Callable[[], None] = lambda: None,
     ) -> CheckedStatement:
         """Check one statement for `principal`, parsing and binding it on `cur`
         (which the caller keeps in a READ ONLY transaction) without running it."""
@@ -168,18 +176,21 @@ class Guard:
                 f"SQL text is longer than the server's max_sql_bytes ({self.max_sql_bytes} bytes)"
             )
         c = classify(sql)
+        checkpoint()  # each step may be long for a big statement: stop at the deadline
         if c.kind is Kind.WRITE:
             return self._check_write(cur, principal, sql, c)
         with scrubbed(principal):
             if principal.is_admin:
                 return self._bind_admin(cur, sql, c)
             tree = sql_tree.serialize(cur, c.inner)
+            checkpoint()
             if tree is None:
                 raise PermissionDenied(
                     "this statement form cannot be checked for this token; write it as a plain SELECT"
                 )
             inspector = _Inspector(self, cur, principal, snapshot)
             new_tree = inspector.transform(tree)
+            checkpoint()
             inner = c.inner
             if inspector.rewritten:
                 inner = sql_tree.deserialize(cur, new_tree)
@@ -188,7 +199,7 @@ class Guard:
                         "this statement cannot be checked for this token; simplify it"
                     )
             final = f"{c.explain}{inner}" if c.explain else inner
-            return self._bind(
+            checked = self._bind(
                 cur,
                 principal,
                 final,
@@ -197,6 +208,7 @@ class Guard:
                 inspector.named,
                 new_tree if inspector.has_params else None,
             )
+            return replace(checked, deterministic=not inspector.volatile)
 
     # -- writes ------------------------------------------------------------------
     def _check_write(
@@ -232,6 +244,7 @@ class Guard:
             tables=frozenset(normalise_table_name(t) for t in raw),
             explain=c.explain is not None,
             analyze=c.analyze,
+            returning=c.explain is None and returning.has_returning(sql, c.statement_type),
         )
 
     # -- binding -------------------------------------------------------------------
@@ -272,6 +285,7 @@ class Guard:
             explain=c.explain is not None,
             analyze=c.analyze,
             probe_sql=probe if has_params is not None else None,
+            explained=inner if c.explain is not None else None,
         )
 
     def _bind_admin(
@@ -294,6 +308,7 @@ class Guard:
             tables=frozenset(f"{s}.{t}".lower() for s, t in parts),
             explain=c.explain is not None,
             analyze=c.analyze,
+            explained=c.inner if c.explain is not None else None,
         )
 
 
@@ -319,6 +334,7 @@ class _Inspector:
         self.depth = depth
         self.rewritten = False
         self.has_params = False
+        self.volatile = False  # calls a function whose result changes run to run
         self.named: set[tuple[str, str]] = set()  # tables the text names
         self.ctes: set[str] = set()
         self._visible: catalog_filter.Visible | None = None
@@ -343,6 +359,8 @@ class _Inspector:
         node_type, node_class = node.get("type"), node.get("class")
         if node_class in _LEAVES:
             return node  # nothing to check below, and the common case (IN lists)
+        if node.get("sample"):
+            self.volatile = True  # USING SAMPLE / TABLESAMPLE draw differently each run
         cte_map = node.get("cte_map")
         if isinstance(cte_map, dict):
             # A node's CTEs come before its body in the tree, so they are known
@@ -391,6 +409,8 @@ class _Inspector:
     # -- functions -------------------------------------------------------------------
     def _function(self, node: Node) -> Node:
         name = str(node["function_name"]).lower()
+        if name in sql_functions.volatile_functions():
+            self.volatile = True
         schema = str(node.get("schema") or "").lower()
         macro = self._user_macro(name, schema)
         if macro is not None:

@@ -100,6 +100,26 @@ def start_run(
     return core.jobs.get(job.id)
 
 
+def resume_params(core: Core, job: Job) -> dict[str, Any]:
+    """The task params of sync run `job` again, with a fresh credential (the same scope
+    as its first), for a run a server restart interrupted. The spec is the one stored
+    now (the run re-plans from the committed table anyway); the run number is the
+    spec's count if this job is still its latest run."""
+    name = str(job.params["name"])
+    spec = core.syncs.get(name)
+    record = core.syncs.record(name)
+    run = int(record["runs"]) if record["last_job_id"] == job.id else 1
+    token = core.tokens.redelegate(job.id, ttl_s=core.settings.task_token_ttl_s)
+    return {
+        "job_id": job.id,
+        "name": name,
+        "spec": spec.model_dump(mode="json"),
+        "run": run,
+        "full": bool(job.params.get("full")),
+        "token": token,
+    }
+
+
 def due(core: Core, now: float | None = None) -> list[str]:
     """Names of the enabled, scheduled syncs that are due and not running now."""
     from croniter import croniter

@@ -9,7 +9,12 @@ A spec (JSON through `POST /api/v1/syncs`, or YAML from `AGENTDATA_SYNCS_FILE`):
     cursor: UPDATED_AT                 # incremental: the column that grows
     lookback: "1 hour"                 # re-read this much before the watermark
                                        # (an interval for time cursors, a number for numeric ones)
-    primary_key: [ID]                  # merge (upsert) on it; append when absent
+    primary_key: [ID]                  # merge (upsert) on it, and the table's PRIMARY KEY;
+                                       # absent: the source table's own key, else append
+    on_duplicate_key: fold             # fold (keep the latest row per key) | error
+    null_cursor: include               # rows whose cursor is NULL: include | skip | error
+                                       # (default: include with a key, error without)
+    column_types: {ID: BIGINT}         # load NUMBER columns as another numeric type
     schedule: 15m                      # every N s/m/h/d, or a 5-field cron line; optional
     deletes: reconcile                 # off | reconcile
     reconcile_every: 1                 # with reconcile: every Nth run
@@ -38,6 +43,10 @@ from agentdata.names import parse_table_ref
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 _INTERVAL = re.compile(r"^(\d+)\s*([smhd])$")
 _SOURCE_TABLE = re.compile(r'^("?[A-Za-z_][\w$]*"?\.){2}"?[A-Za-z_][\w$]*"?$')
+#: What `column_types` may ask for: DuckDB's exact and floating numeric types.
+OVERRIDE_TYPES = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "DOUBLE")
+_DECIMAL_TYPE = re.compile(r"^DECIMAL\((\d{1,2}),\s*(\d{1,2})\)$")
+_TYPE_ALIASES = {"INT": "INTEGER", "INT4": "INTEGER", "INT8": "BIGINT", "LONG": "BIGINT"}
 
 #: A lookback: a duration ("1 hour") or a non-negative, finite number (seconds for
 #: time cursors, the cursor's units for numeric ones).
@@ -74,6 +83,23 @@ class SyncSpec(BaseModel):
         1, description="With deletes=reconcile: reconcile on every Nth run."
     )
     on_incompatible: Literal["fail", "resync"] = "fail"
+    on_duplicate_key: Literal["fold", "error"] = Field(
+        "fold",
+        description="Rows of one run sharing a key: keep the one with the greatest cursor "
+        "(ties: the last read), or fail the run naming a key.",
+    )
+    null_cursor: Literal["include", "skip", "error"] | None = Field(
+        None,
+        description="Incremental: rows whose cursor is NULL are re-read every run and merged "
+        "(include), left out and counted (skip), or fail the run (error). Default: include "
+        "with a primary key, error without.",
+    )
+    column_types: dict[str, str] | None = Field(
+        None,
+        description="Source column -> DuckDB numeric type to load it as (e.g. ID: BIGINT); "
+        "for NUMBER columns. A value that does not fit fails the run.",
+        max_length=1000,
+    )
     enabled: bool = True
 
     @field_validator("name")
@@ -112,6 +138,13 @@ class SyncSpec(BaseModel):
         schedule_seconds(v)  # validates
         return v
 
+    @field_validator("column_types")
+    @classmethod
+    def _column_types(cls, v: dict[str, str] | None) -> dict[str, str] | None:
+        if v is None:
+            return None
+        return {name: override_type(name, type_) for name, type_ in v.items()}
+
     @model_validator(mode="after")
     def _incremental(self) -> SyncSpec:
         if self.mode == "incremental" and not self.cursor:
@@ -123,6 +156,23 @@ class SyncSpec(BaseModel):
     @property
     def is_query(self) -> bool:
         return not _SOURCE_TABLE.match(self.source)
+
+
+def override_type(column: str, type_: str) -> str:
+    """A `column_types` entry's type, as DuckDB spells it; ValueError if not allowed."""
+    if not column or len(column) > 255:
+        raise ValueError("column_types: a column name is empty or too long")
+    text = " ".join(str(type_).upper().split())
+    text = _TYPE_ALIASES.get(text, text)
+    if text in OVERRIDE_TYPES:
+        return text
+    m = _DECIMAL_TYPE.match(text)
+    if m and 1 <= int(m.group(1)) <= 38 and int(m.group(2)) <= int(m.group(1)):
+        return f"DECIMAL({int(m.group(1))},{int(m.group(2))})"
+    raise ValueError(
+        f"column_types: {column}: {type_!r} is not one of {', '.join(OVERRIDE_TYPES)} "
+        "or DECIMAL(p,s)"
+    )
 
 
 def schedule_seconds(schedule: str | int) -> float | None:

@@ -13,6 +13,7 @@ import json
 import math
 import time
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -47,6 +48,8 @@ class Principal:
     expires_at: float | None = None
     #: Set when this is a job's delegated credential (see `TokenService.delegate`).
     job_id: str | None = None
+    #: The cost guard: most rows a query may be estimated to scan (None = no limit).
+    max_scan_rows: int | None = None
 
     @property
     def can_write(self) -> bool:
@@ -104,6 +107,7 @@ class TokenRecord:
     expires_at: float
     revoked_at: float | None = None
     created_by: str | None = None
+    max_scan_rows: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -118,6 +122,7 @@ class TokenRecord:
             "expires_at": self.expires_at,
             "revoked_at": self.revoked_at,
             "created_by": self.created_by,
+            "max_scan_rows": self.max_scan_rows,
         }
 
 
@@ -136,6 +141,11 @@ class TokenService:
         self._admin = Principal(
             token_id=ADMIN_BOOTSTRAP_ID, name="admin (bootstrap)", role=Role.ADMIN
         )
+        #: token id -> revoked? (see `_require_live`)
+        self._live: dict[str, bool] = {}
+        #: bearer token -> its verified principal, until it expires (no JWT decode on
+        #: the hot path); delegated job credentials are not kept (their job may end).
+        self._verified: OrderedDict[str, Principal] = OrderedDict()
 
     # -- issuing -------------------------------------------------------------
     def create(
@@ -148,6 +158,7 @@ class TokenService:
         max_rows: int | None = None,
         timeout_s: float | None = None,
         created_by: str | None = None,
+        max_scan_rows: int | None = None,
     ) -> tuple[TokenRecord, str]:
         """Create a token; returns its record and the JWT (shown once, never stored)."""
         try:
@@ -164,6 +175,8 @@ class TokenService:
             raise InvalidArgument(f"max_rows must be 1 to {MAX_INT64}")
         if timeout_s is not None and not 0 < timeout_s <= MAX_SECONDS:
             raise InvalidArgument(f"timeout_s must be positive and at most {MAX_SECONDS}")
+        if max_scan_rows is not None and not 0 < max_scan_rows <= MAX_INT64:
+            raise InvalidArgument(f"max_scan_rows must be 1 to {MAX_INT64}")
         if tables is not None:
             if not isinstance(tables, list):
                 raise InvalidArgument("tables must be a list of 'schema.table' patterns")
@@ -180,10 +193,11 @@ class TokenService:
             created_at=now,
             expires_at=now + (ttl_seconds or self._default_ttl_s),
             created_by=created_by,
+            max_scan_rows=max_scan_rows,
         )
         self._meta.execute(
-            "INSERT INTO tokens (id, name, role, tables, max_rows, timeout_s, created_at, expires_at, created_by)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO tokens (id, name, role, tables, max_rows, timeout_s, created_at, expires_at,"
+            " created_by, max_scan_rows) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 record.id,
                 record.name,
@@ -194,6 +208,7 @@ class TokenService:
                 record.created_at,
                 record.expires_at,
                 created_by,
+                record.max_scan_rows,
             ),
         )
         claims = {
@@ -205,6 +220,7 @@ class TokenService:
             "tables": record.tables,
             "max_rows": record.max_rows,
             "timeout_s": record.timeout_s,
+            "max_scan_rows": record.max_scan_rows,
         }
         return record, jwt.encode(claims, self._secret, algorithm=ALGORITHM)
 
@@ -212,7 +228,7 @@ class TokenService:
         """A short-lived credential for one job, acting as `principal` with its limits.
 
         A task (an export on a worker) calls the server with it: it has the caller's
-        role, table allow-list, max_rows and timeout, and verifies as the caller's
+        role, table allow-list, max_rows, max_scan_rows and timeout, and verifies as the caller's
         token id, so what it reads, uploads and reports belongs to the caller. It
         stops working when its job finishes, when the caller's token is revoked, or
         after `ttl_s` (never later than the caller's own expiry). Recorded like any
@@ -224,8 +240,8 @@ class TokenService:
             expires = min(expires, principal.expires_at)
         record_id = uuid.uuid4().hex
         self._meta.execute(
-            "INSERT INTO tokens (id, name, role, tables, max_rows, timeout_s, created_at, expires_at, created_by)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO tokens (id, name, role, tables, max_rows, timeout_s, created_at, expires_at,"
+            " created_by, max_scan_rows) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 record_id,
                 f"job {job_id} (delegated)",
@@ -236,6 +252,7 @@ class TokenService:
                 now,
                 expires,
                 principal.token_id,
+                principal.max_scan_rows,
             ),
         )
         claims = {
@@ -247,10 +264,46 @@ class TokenService:
             "tables": list(principal.tables) if principal.tables is not None else None,
             "max_rows": principal.max_rows,
             "timeout_s": principal.timeout_s,
+            "max_scan_rows": principal.max_scan_rows,
             "for": principal.token_id,
             "job": job_id,
         }
         return jwt.encode(claims, self._secret, algorithm=ALGORITHM)
+
+    def redelegate(self, job_id: str, *, ttl_s: int) -> str:
+        """A fresh credential for a job whose task must run again after a server restart
+        (its first credential lived only in the lost task): the same identity and limits
+        as the job's first credential, which its record keeps. NotFound if it has none,
+        Unauthenticated if the caller's token is revoked or expired meanwhile."""
+        row = self._meta.one(
+            "SELECT * FROM tokens WHERE name = ? ORDER BY created_at DESC LIMIT 1",
+            (f"job {job_id} (delegated)",),
+        )
+        if row is None or row["created_by"] is None:
+            raise NotFound(f"job {job_id} has no delegated credential to renew")
+        parent = str(row["created_by"])
+        parent_expiry: float | None = None
+        if parent != ADMIN_BOOTSTRAP_ID:
+            caller = self._meta.one(
+                "SELECT revoked_at, expires_at FROM tokens WHERE id = ?", (parent,)
+            )
+            if caller is None or caller["revoked_at"] is not None:
+                raise Unauthenticated("the token this job was started with is revoked")
+            parent_expiry = float(caller["expires_at"])
+            if parent_expiry <= time.time():
+                raise Unauthenticated("the token this job was started with has expired")
+        tables = json.loads(row["tables"]) if row["tables"] else None
+        acting = Principal(
+            token_id=parent,
+            name=f"job {job_id}",
+            role=Role(row["role"]),
+            tables=tuple(tables) if tables is not None else None,
+            max_rows=row["max_rows"],
+            timeout_s=row["timeout_s"],
+            expires_at=parent_expiry,
+            max_scan_rows=row["max_scan_rows"],
+        )
+        return self.delegate(acting, job_id=job_id, ttl_s=ttl_s)
 
     def _check_delegation(self, parent: str, job_id: str | None) -> None:
         """A delegated credential lives only while its caller's token and its job do."""
@@ -264,10 +317,37 @@ class TokenService:
                 raise Unauthenticated("this job credential ended with its job")
 
     # -- verifying -----------------------------------------------------------
+    def _require_live(self, token_id: str) -> None:
+        """Refuse unknown and revoked token ids. Each id's state is read from the meta
+        store once and then kept here, where `revoke` updates it: the hot path of every
+        call touches no SQLite, and revocation is still immediate (this process is the
+        only one that revokes)."""
+        revoked = self._live.get(token_id)
+        if revoked is None:
+            row = self._meta.one("SELECT revoked_at FROM tokens WHERE id = ?", (token_id,))
+            if row is None:
+                raise Unauthenticated("unknown token (not issued by this server)")
+            revoked = row["revoked_at"] is not None
+            self._live[token_id] = revoked
+        if revoked:
+            raise Unauthenticated("token revoked")
+
     def verify(self, token: str | None) -> Principal:
         """The principal a bearer token stands for; raises Unauthenticated otherwise."""
         if not token:
             raise Unauthenticated("missing token: send 'authorization: Bearer <token>'")
+        cached = self._verified.get(token)
+        if cached is not None and (cached.expires_at is None or cached.expires_at > time.time()):
+            self._require_live(cached.token_id)
+            return cached
+        principal = self._verify(token)
+        if principal.job_id is None and principal is not self._admin:
+            self._verified[token] = principal
+            while len(self._verified) > 4096:
+                self._verified.popitem(last=False)
+        return principal
+
+    def _verify(self, token: str) -> Principal:
         if hmac.compare_digest(token.encode(), self._admin_token.encode()):
             return self._admin
         try:
@@ -282,13 +362,7 @@ class TokenService:
         except jwt.InvalidTokenError as e:
             # The library's message names the failed check, never the token.
             raise Unauthenticated(f"invalid token: {e}") from None
-        row = self._meta.one(
-            "SELECT revoked_at, expires_at FROM tokens WHERE id = ?", (claims["jti"],)
-        )
-        if row is None:
-            raise Unauthenticated("unknown token (not issued by this server)")
-        if row["revoked_at"] is not None:
-            raise Unauthenticated("token revoked")
+        self._require_live(str(claims["jti"]))
         tables = claims.get("tables")
         parent = claims.get("for")
         if parent is not None:
@@ -302,6 +376,7 @@ class TokenService:
             timeout_s=claims.get("timeout_s"),
             expires_at=float(claims["exp"]),
             job_id=claims.get("job"),
+            max_scan_rows=claims.get("max_scan_rows"),
         )
 
     # -- listing and revoking ------------------------------------------------
@@ -321,6 +396,7 @@ class TokenService:
             "UPDATE tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
             (time.time(), token_id),
         )
+        self._live[token_id] = True
         record = self.get(token_id)
         if not changed and record.revoked_at is None:
             raise NotFound(f"no token with id {token_id!r}")
@@ -339,4 +415,5 @@ def _record(r: Any) -> TokenRecord:
         expires_at=r["expires_at"],
         revoked_at=r["revoked_at"],
         created_by=r["created_by"],
+        max_scan_rows=r["max_scan_rows"],
     )

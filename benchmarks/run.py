@@ -68,6 +68,9 @@ def run_child(name: str, quick: bool, out: Path) -> int:
         result = module.run(quick)
         if not isinstance(result, dict):
             raise TypeError(f"run() returned {type(result).__name__}, not dict")
+        if isinstance(result.get("notes"), str):
+            # A string here printed one character per line in the summary.
+            result["notes"] = [result["notes"]]
         missing = [k for k in REQUIRED_KEYS if k not in result]
         if missing:
             result.setdefault("notes", []).append(f"contract: missing keys {missing}")

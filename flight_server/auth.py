@@ -19,7 +19,7 @@ import binascii
 
 import pyarrow.flight as fl
 
-from agentdata.errors import Unauthenticated
+from agentdata.errors import Unauthenticated, Unimplemented
 from agentdata.tokens import Principal, TokenService
 from flight_server.errors import flight_errors, to_flight_error
 
@@ -53,6 +53,14 @@ class AuthMiddlewareFactory(fl.ServerMiddlewareFactory):
 
     def start_call(self, info: fl.CallInfo, headers: dict[str, list[str]]) -> AuthMiddleware:
         with flight_errors():
+            if info.method == fl.FlightMethod.INVALID:
+                # pyarrow's server has no PollFlightInfo hook, and its C++ default would
+                # answer a bare "NYI"; calls of methods pyarrow does not know (PollFlightInfo
+                # is the one clients send) reach middleware as INVALID: answer them here.
+                raise Unimplemented(
+                    "PollFlightInfo is not supported: call GetFlightInfo (results stream "
+                    "with DoGet as soon as they start)"
+                )
             token, from_basic = _token_from_headers(headers)
             principal = self._tokens.verify(token)
         return AuthMiddleware(principal, token if from_basic else None)

@@ -13,11 +13,21 @@ Flight SQL service when one is installed):
 DoPut descriptors:
     path     ["sales", "daily"]                     append (table created if missing)
     command  b'{"table": "sales.daily", "mode": "upsert", "key": ["id"]}'
+    command  b'{"table": "sales.daily", "mode": "replace", "primary_key": ["id"],
+               "not_null": ["day"], "latest_by": "updated_at", "on_duplicate_key": "fold"}'
+  (rows repeating a key are folded to the last one, or the greatest `latest_by`;
+  `on_duplicate_key: "error"` refuses them; see agentdata.ingest for every option)
 Actions: `cancel` (body: a ticket or query id), `health`, `execute` (body: one
-DDL/DML statement, writers only). Results and PutResult metadata are JSON.
+DDL/DML statement, writers only). Results and PutResult metadata are JSON; `execute`
+of DML with RETURNING adds a second result, the returned rows as an Arrow IPC stream:
+
+    [b'{"rows": 3, "returning": ["id"]}', <IPC stream: schema (id int32), 3 rows>]
+
+A command (DoGet) of DML with RETURNING streams the returned rows; plain DML streams
+one row `{rows}`.
 DoExchange answers `[unimplemented]`. PollFlightInfo has no Python hook in pyarrow's
-server: Arrow's C++ default answers UNIMPLEMENTED with the message "NYI" (no code
-prefix, nothing of the server's insides).
+server: the auth middleware sees it as an unknown method and answers `[unimplemented]`
+(flight_server.auth).
 """
 
 from __future__ import annotations
@@ -45,10 +55,32 @@ from flight_server.tickets import TicketStore
 
 log = logging.getLogger("agentdata.flight")
 
+#: Every key a DoPut JSON command may have (agentdata.ingest.IngestRequest).
+PUT_OPTIONS = frozenset(
+    {
+        "table",
+        "mode",
+        "key",
+        "evolve",
+        "snapshot",
+        "end_marker",
+        "latest_by",
+        "on_duplicate_key",
+        "primary_key",
+        "not_null",
+        "descriptions",
+    }
+)
+
 ACTIONS = [
     ("cancel", "Cancel a running query of yours. Body: its ticket (or query id)."),
     ("health", "Server and database health, as JSON."),
-    ("execute", 'Run one DDL/DML statement (writers). Body: SQL. Result: {"rows": n}.'),
+    (
+        "execute",
+        'Run one DDL/DML statement (writers). Body: SQL. Result: {"rows": n}; with '
+        'RETURNING, {"rows": n, "returning": [columns]} then the returned rows as an Arrow '
+        "IPC stream.",
+    ),
 ]
 
 
@@ -245,21 +277,27 @@ class AgentdataFlightServer(fl.FlightServerBase):
             if self.sql_service is not None and self.sql_service.handles_action(action.type):
                 results = list(self.sql_service.do_action(context, principal, action))
             else:
-                results = [self._plain_action(principal, action)]
+                results = self._plain_action(principal, action)
         yield from results
 
-    def _plain_action(self, principal: Principal, action: fl.Action) -> bytes:
+    def _plain_action(self, principal: Principal, action: fl.Action) -> list[bytes]:
         body = action.body.to_pybytes() if action.body is not None else b""
         if action.type == "health":
-            return json.dumps({"status": "ok", **self.core.engine.health()}).encode()
+            return [json.dumps({"status": "ok", **self.core.engine.health()}).encode()]
         if action.type == "cancel":
             query_id = body.decode("utf-8", "replace").strip()
             if not query_id:
                 raise InvalidArgument("cancel needs the query's ticket (or query id) as body")
-            return json.dumps({"cancelled": self.core.engine.cancel(principal, query_id)}).encode()
+            return [
+                json.dumps({"cancelled": self.core.engine.cancel(principal, query_id)}).encode()
+            ]
         if action.type == "execute":
-            rows = self.core.engine.execute_write(principal, _utf8(body))
-            return json.dumps({"rows": rows}).encode()
+            outcome = self.core.engine.run_write(principal, _utf8(body))
+            if outcome.returned is None:
+                return [json.dumps({"rows": outcome.rows}).encode()]
+            # RETURNING: the count, then the returned rows as one Arrow IPC stream.
+            summary = {"rows": outcome.rows, "returning": outcome.returned.schema.names}
+            return [json.dumps(summary).encode(), _ipc_stream(outcome.returned)]
         raise Unimplemented(f"unknown action {action.type!r}; see ListActions")
 
     # -- lifecycle ---------------------------------------------------------------
@@ -330,6 +368,14 @@ def _with_truncation_note(
         )
 
 
+def _ipc_stream(table: pa.Table) -> bytes:
+    """`table` as the bytes of an Arrow IPC stream (schema, then its batches)."""
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes()  # type: ignore[no-any-return]
+
+
 def _path(descriptor: fl.FlightDescriptor) -> tuple[str, str]:
     parts = [p.decode() if isinstance(p, bytes) else str(p) for p in descriptor.path]
     if len(parts) == 1 and "." in parts[0]:
@@ -372,7 +418,7 @@ def _ingest_request(descriptor: fl.FlightDescriptor) -> IngestRequest:
         ) from None
     if not isinstance(doc, dict) or not isinstance(doc.get("table"), str):
         raise InvalidArgument('DoPut command needs {"table": "schema.table"}')
-    unknown = set(doc) - {"table", "mode", "key", "evolve", "snapshot", "end_marker"}
+    unknown = set(doc) - PUT_OPTIONS
     if unknown:
         raise InvalidArgument(f"unknown DoPut option(s): {', '.join(sorted(unknown))}")
     return IngestRequest.parse(
@@ -381,6 +427,11 @@ def _ingest_request(descriptor: fl.FlightDescriptor) -> IngestRequest:
         doc.get("key"),
         evolve=doc.get("evolve", False),
         snapshot=doc.get("snapshot"),
+        latest_by=doc.get("latest_by"),
+        on_duplicate_key=doc.get("on_duplicate_key"),
+        primary_key=doc.get("primary_key"),
+        not_null=doc.get("not_null"),
+        descriptions=doc.get("descriptions"),
     )
 
 

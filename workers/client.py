@@ -125,8 +125,10 @@ def worker_token(settings: Settings) -> str:
 
 
 def _error_classes() -> dict[str, type[E.AgentdataError]]:
+    # From the subclasses down: "internal" is InternalError, not the base class that
+    # shares its code (retry policies tell the two apart).
     found: dict[str, type[E.AgentdataError]] = {}
-    todo: list[type[E.AgentdataError]] = [E.AgentdataError]
+    todo: list[type[E.AgentdataError]] = list(E.AgentdataError.__subclasses__())
     while todo:
         cls = todo.pop()
         found.setdefault(cls.code, cls)
@@ -334,12 +336,15 @@ class ServerClient:
         except (fl.FlightError, pa.ArrowException) as e:
             raise error_from_flight(e) from None
 
-    def open_query(self, sql: str) -> QueryStream:
-        """Start `sql` on the server; returns its stream (see `QueryStream`)."""
+    def open_query(self, sql: str, *, truncate: bool = False) -> QueryStream:
+        """Start `sql` on the server; returns its stream (see `QueryStream`). With
+        `truncate`, a result over the token's max_rows stops there quietly (the stream's
+        last message says so) instead of failing."""
+        command = json.dumps({"sql": sql, "truncate": True}).encode() if truncate else sql.encode()
         try:
             client = self.flight()
             info = client.get_flight_info(
-                fl.FlightDescriptor.for_command(sql.encode()), self._options(60)
+                fl.FlightDescriptor.for_command(command), self._options(60)
             )
             ticket = info.endpoints[0].ticket
             reader = client.do_get(ticket, self._options())
@@ -347,6 +352,31 @@ class ServerClient:
         except (fl.FlightError, pa.ArrowException) as e:
             raise error_from_flight(e) from None
         return QueryStream(reader, ticket.ticket, info.total_records)
+
+    def plan_query(self, sql: str) -> fl.Ticket:
+        """GetFlightInfo alone: the ticket that runs `sql` when redeemed (`read_ticket`),
+        and that cancels it (`cancel_query`) from the moment it exists."""
+        try:
+            info = self.flight().get_flight_info(
+                fl.FlightDescriptor.for_command(sql.encode()), self._options(60)
+            )
+        except (fl.FlightError, pa.ArrowException) as e:
+            raise error_from_flight(e) from None
+        return info.endpoints[0].ticket
+
+    def read_ticket(self, ticket: fl.Ticket) -> pa.Table:
+        """DoGet of a ticket, read to the end.
+
+        Batch by batch, never `read_all()`: pyarrow wraps that in its signal handler,
+        which answers a cancelled stream (FlightCancelledError) by simulating SIGINT in
+        the main thread, and in `agentdata serve` (tasks run in-process) that main
+        thread is the server's, which then shuts down."""
+        try:
+            reader = self.flight().do_get(ticket, self._options())
+            schema = reader.schema
+        except (fl.FlightError, pa.ArrowException) as e:
+            raise error_from_flight(e) from None
+        return pa.Table.from_batches(list(read_batches(reader)), schema)
 
     def cancel_query(self, ticket: bytes) -> bool:
         """Stop a running query on the server now (the `cancel` action), not at its next batch."""
@@ -370,8 +400,11 @@ class QueryStream:
         return self.reader.schema
 
 
-def read_batches(reader: fl.FlightStreamReader) -> Iterator[pa.RecordBatch]:
-    """The batches of a Flight stream, with Flight errors translated."""
+def read_batches(
+    reader: fl.FlightStreamReader, on_metadata: Callable[[dict[str, Any]], None] | None = None
+) -> Iterator[pa.RecordBatch]:
+    """The batches of a Flight stream, with Flight errors translated; `on_metadata` gets
+    each message's JSON app metadata (the truncation note: {"truncated": true, ...})."""
     while True:
         try:
             chunk = reader.read_chunk()
@@ -379,7 +412,14 @@ def read_batches(reader: fl.FlightStreamReader) -> Iterator[pa.RecordBatch]:
             return
         except (fl.FlightError, pa.ArrowException) as e:
             raise error_from_flight(e) from None
-        if chunk.data is not None:
+        if on_metadata is not None and chunk.app_metadata is not None:
+            try:
+                note = json.loads(chunk.app_metadata.to_pybytes())
+            except ValueError:
+                note = None
+            if isinstance(note, dict):
+                on_metadata(note)
+        if chunk.data is not None and chunk.data.num_rows:
             yield chunk.data
 
 

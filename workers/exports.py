@@ -14,7 +14,12 @@ whatever happens) and is streamed to the server.
 
 A failure is reported with the step it happened in (`query`, `write`, `upload`,
 `report`), the error's stable code and its message, then raised, so Celery (or the
-in-process runner) records the task as failed too.
+in-process runner) records the task as failed too. A transient one (the server
+unreachable or restarting, the connection lost: `agentdata.retries.export_policy`) is
+reported as `retrying` while retries remain, and the task is retried after a backoff
+(Celery's autoretry, or the runner's). Retrying is idempotent: an attempt starts by
+removing what an earlier one left in the work dir, and the server keeps one artefact
+per export job and name (a retry's upload replaces an earlier attempt's).
 """
 
 from __future__ import annotations
@@ -23,13 +28,23 @@ import logging
 import shutil
 import tempfile
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import pyarrow.flight as fl
 
-from agentdata.errors import AgentdataError, Conflict, InternalError, NotFound, Unauthenticated
+from agentdata.errors import (
+    AgentdataError,
+    Conflict,
+    InternalError,
+    NotFound,
+    Unauthenticated,
+    Unavailable,
+)
 from agentdata.exports import ExportSpec
+from agentdata.retries import export_policy
+from agentdata.settings import Settings
 from workers.client import QueryStream, ServerClient, TaskContext, read_batches
 from workers.formats import ExportWriter, schema_document
 from workers.progress import PeriodicReporter
@@ -66,6 +81,9 @@ class _Export:
         self.sql: str = params["sql"]
         self.name: str = params.get("name") or f"export-{self.job_id}{spec.extension}"
         self.expires_in_s = params.get("expires_in_s")
+        self.truncate = bool(params.get("truncate"))
+        #: The server's truncation note, when a truncating export stopped at max_rows.
+        self.truncated: dict[str, Any] | None = None
         self.rows = 0
         self.bytes = 0
         self.total = -1
@@ -80,9 +98,11 @@ class _Export:
             return {"job_id": self.job_id, "state": "skipped", "reason": e.message}
         if job.get("cancel_requested"):
             return self._cancelled()
-        work = Path(
-            tempfile.mkdtemp(prefix=f"agentdata-export-{self.job_id}-", dir=self.ctx.work_dir)
-        )
+        prefix = f"agentdata-export-{self.job_id}-"
+        # An earlier attempt's partial file, if its process died before cleaning up.
+        for stale in Path(self.ctx.work_dir).glob(f"{prefix}*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        work = Path(tempfile.mkdtemp(prefix=prefix, dir=self.ctx.work_dir))
         reporter = _Reporter(self, self.ctx.progress_every_s)
         reporter.start()
         try:
@@ -106,10 +126,13 @@ class _Export:
     # -- the steps ---------------------------------------------------------------------
     def _export(self, path: Path, reporter: _Reporter) -> dict[str, Any]:
         try:
-            stream = self.client.open_query(self.sql)
+            stream = self.client.open_query(self.sql, truncate=self.truncate)
         except AgentdataError as e:
             raise _StepFailed("query", e) from None
         self.stream, self.total = stream, stream.total_records
+        counter = _Count(self)
+        if self.total < 0:
+            counter.start()
         reader, schema = stream.reader, stream.schema
         try:
             writer = self._open_writer(path, schema)
@@ -119,6 +142,7 @@ class _Export:
                 writer.abort()
                 raise
         finally:
+            counter.stop()
             self.stream = None
             _quietly_cancel(reader)
         artefact = self._upload(path)
@@ -131,7 +155,10 @@ class _Export:
             "compression": self.spec.compression,
             "name": artefact.get("name", self.name),
             "content_type": self.spec.content_type,
+            "truncated": self.truncated is not None,
         }
+        if self.truncated is not None:
+            result["max_rows"] = self.truncated.get("max_rows")
         doc = schema_document(schema, self.spec)
         if self.spec.format == "json":
             result["schema_artefact_id"] = self._upload_schema(path.parent, doc)["id"]
@@ -172,12 +199,12 @@ class _Export:
         except AgentdataError as e:
             raise _StepFailed("write", e) from None
         except Exception as e:
-            raise _StepFailed("write", InternalError(str(e))) from None
+            raise _StepFailed("write", _write_error(e, "cannot open the file")) from None
 
     def _copy(
         self, reader: fl.FlightStreamReader, writer: ExportWriter, reporter: _Reporter
     ) -> None:
-        batches = read_batches(reader)
+        batches = read_batches(reader, on_metadata=self._note)
         while True:
             try:
                 batch = next(batches, None)
@@ -193,14 +220,18 @@ class _Export:
                 writer.write(batch)
             except Exception as e:
                 raise _StepFailed(
-                    "write", InternalError(f"cannot write {self.spec.format}: {e}")
+                    "write", _write_error(e, f"cannot write {self.spec.format}")
                 ) from None
             self.rows += batch.num_rows
             self.bytes = writer.bytes_written
         try:
             self.bytes = writer.close()
         except Exception as e:
-            raise _StepFailed("write", InternalError(f"cannot finish the file: {e}")) from None
+            raise _StepFailed("write", _write_error(e, "cannot finish the file")) from None
+
+    def _note(self, note: dict[str, Any]) -> None:
+        if note.get("truncated"):
+            self.truncated = note
 
     def cancel_stream(self, client: ServerClient) -> None:
         """Called from the reporter thread: stop the query on the server at once (it may be
@@ -247,16 +278,17 @@ class _Export:
         return {"job_id": self.job_id, "state": "cancelled", "rows": self.rows}
 
     def _report_failure(self, step: str, error: AgentdataError) -> None:
-        log.warning(
-            "export job %s failed at %s: %s: %s", self.job_id, step, error.code, error.message
-        )
+        settings = self.ctx.settings if self.ctx.settings is not None else Settings()
+        retry = export_policy(settings).will_retry(error, self.ctx.attempt)
+        message = error.message + (f" (attempt {self.ctx.attempt}; retrying)" if retry else "")
+        log.warning("export job %s failed at %s: %s: %s", self.job_id, step, error.code, message)
         try:
             self.client.job_event(
                 self.job_id,
-                "failed",
+                "retrying" if retry else "failed",
                 rows=self.rows,
                 bytes=self.bytes,
-                error={"step": step, "code": error.code, "message": error.message},
+                error={"step": step, "code": error.code, "message": message[:10_000]},
             )
         except AgentdataError as e:
             log.warning("export job %s: could not record the failure: %s", self.job_id, e.message)
@@ -268,6 +300,52 @@ class _Export:
                     self.client.delete_artefact(result[key])
                 except AgentdataError as e:
                     log.warning("could not delete artefact %s: %s", result[key], e.message)
+
+
+class _Count:
+    """The result's row count, for a percentage, learned beside the export and never
+    delaying it: a count of the same query, with the same credential, in a thread of
+    its own. Until it answers (or if it fails) progress is rows and bytes only; when
+    the export ends first, the count is cancelled on the server."""
+
+    def __init__(self, export: _Export) -> None:
+        self.export = export
+        self._client = export.client.clone()
+        self._ticket: fl.Ticket | None = None
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, name=f"export-{export.job_id[:8]}-count", daemon=True
+        )
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        body = self.export.sql.strip().rstrip(";")
+        try:
+            self._ticket = ticket = self._client.plan_query(
+                f"SELECT count(*) AS n FROM (\n{body}\n) AS counted"
+            )
+            if self._stopped.is_set():
+                return
+            total = self._client.read_ticket(ticket).column(0)[0].as_py()
+        except Exception as e:  # a percentage is a nicety: the export goes on
+            if not self._stopped.is_set():
+                log.info("export job %s: no row count for progress: %s", self.export.job_id, e)
+            return
+        if not self._stopped.is_set():
+            self.export.total = int(total)
+
+    def stop(self) -> None:
+        """Stop counting (the export is over): the count is cancelled on the server, by
+        its ticket, until the thread reading it has given up."""
+        self._stopped.set()
+        deadline = time.monotonic() + 30
+        while self._thread.is_alive() and time.monotonic() < deadline:
+            if self._ticket is not None:
+                self._client.cancel_query(self._ticket.ticket)
+            self._thread.join(0.2)
+        self._client.close()
 
 
 class _Reporter(PeriodicReporter):
@@ -305,6 +383,14 @@ class _Reporter(PeriodicReporter):
         if not self.cancelled.is_set():
             self.cancelled.set()
             self.export.cancel_stream(self._client)
+
+
+def _write_error(e: Exception, what: str) -> AgentdataError:
+    """A failure writing the local file: an I/O error (disk full, a flaky volume) is
+    transient, so the export's retry policy retries it; anything else is a bug."""
+    if isinstance(e, OSError):
+        return Unavailable(f"{what}: local I/O failed ({e.strerror or e})")
+    return InternalError(f"{what}: {e}")
 
 
 def _quietly_cancel(reader: fl.FlightStreamReader) -> None:

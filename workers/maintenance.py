@@ -5,7 +5,8 @@ records are, through `POST /api/v1/maintenance/{rule}/run`: a worker or the beat
 schedule never touches a file. This function is what Celery beat's entries and the
 in-process scheduler submit; it authenticates with the worker token (an admin token,
 never logged) and returns the run's job. A run that failed raises, so the task is
-recorded as failed too.
+recorded as failed too, and retried once (`agentdata.retries.maintenance_policy`): the
+retry continues the same job, whose attempt history shows both.
 """
 
 from __future__ import annotations
@@ -27,7 +28,9 @@ def maintenance_task(params: dict[str, Any], ctx: TaskContext) -> dict[str, Any]
         raise Unauthenticated("maintenance needs an admin token (AGENTDATA_WORKER_TOKEN)")
     with ServerClient(ctx.endpoints, ctx.service_token()) as client:
         job = client.request(
-            "POST", f"/api/v1/maintenance/{rule}/run", json={"task_id": ctx.task_id}
+            "POST",
+            f"/api/v1/maintenance/{rule}/run",
+            json={"task_id": ctx.task_id, "attempt": ctx.attempt},
         )
     summary = {
         "job_id": job["id"],
@@ -36,7 +39,7 @@ def maintenance_task(params: dict[str, Any], ctx: TaskContext) -> dict[str, Any]
         "result": job.get("result"),
         "error": job.get("error"),
     }
-    if job["state"] == "failed":
+    if job["state"] in ("failed", "retrying"):  # retrying: the policy runs it again
         error = job.get("error") or {}
         raise error_from_code(
             error.get("code"), f"{error.get('step', rule)}: {error.get('message')}"

@@ -44,9 +44,9 @@ def _define(app: Celery, kind: str, name: str) -> None:
 
 
 def _retry_options(kind: str, settings: Any) -> dict[str, Any]:
-    """Celery's autoretry for kinds with a retry policy (syncs: transient errors, with
-    exponential backoff and jitter); none for the others (an export reports its own
-    failure, and retrying would redo the query)."""
+    """Celery's autoretry for kinds with a retry policy (`agentdata.retries`: syncs and
+    exports on transient errors, maintenance once; exponential backoff with jitter);
+    none for the others (beat's sync tick, which the next tick replaces)."""
     policy = retry_policy(kind, settings)
     return policy.celery_options() if policy is not None else {"max_retries": 0}
 

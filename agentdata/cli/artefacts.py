@@ -13,7 +13,6 @@ import hashlib
 import json
 import os
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +23,7 @@ import httpx
 from tqdm import tqdm
 
 from agentdata.cli.client import Api, client_options, problem_message
+from agentdata.timestamps import short
 
 _CHUNK = 1024 * 1024
 
@@ -146,7 +146,7 @@ def download(
     api = Api(url, token, client_data_dir)
     meta = api.request("GET", f"/api/v1/artefacts/{artefact_id}")
     if output == "-":
-        _download_to(api, meta, sys.stdout.buffer, offset=0, digest=hashlib.sha256())
+        _download_to(api, meta, sys.stdout.buffer, offset=0, digest=hashlib.sha256(), label="-")
         return
     out = Path(output) if output else Path(meta["name"])
     if out.exists() and not force:
@@ -158,14 +158,16 @@ def download(
         offset = part.stat().st_size
         digest = _hash_into(part, digest)
     with open(part, "ab" if offset else "wb") as f:
-        _download_to(api, meta, f, offset=offset, digest=digest)
+        _download_to(api, meta, f, offset=offset, digest=digest, label=str(out))
     os.replace(part, out)
     click.echo(f"{out}: {_human(meta['size'])}, sha256 verified", err=True)
 
 
 def _download_to(
-    api: Api, meta: dict[str, Any], sink: BinaryIO, *, offset: int, digest: Any
+    api: Api, meta: dict[str, Any], sink: BinaryIO, *, offset: int, digest: Any, label: str
 ) -> None:
+    """Stream the artefact into `sink` with a bar named `label` (the file the user asked
+    for; `-` for stdout), checking its SHA-256."""
     headers = {}
     if offset:
         headers = {"Range": f"bytes={offset}-", "If-Range": f'"{meta["sha256"]}"'}
@@ -176,7 +178,7 @@ def _download_to(
             sink.seek(0)
             sink.truncate()
             digest, offset = hashlib.sha256(), 0
-        with _bar(meta["size"], f"downloading {meta['name'][:40]}", initial=offset) as bar:
+        with _bar(meta["size"], f"downloading {label}", initial=offset) as bar:
             for chunk in response.iter_bytes(_CHUNK):
                 sink.write(chunk)
                 digest.update(chunk)
@@ -321,5 +323,6 @@ def _human(n: float | None) -> str:
     return str(n)
 
 
-def _ts(t: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+def _ts(t: str | float) -> str:
+    """A REST timestamp (RFC 3339) to the second."""
+    return short(t)

@@ -10,6 +10,36 @@ import click
 import httpx
 
 DEFAULT_URL = "http://127.0.0.1:8000"
+#: URL schemes of the control plane (REST) and of Flight.
+HTTP_SCHEMES = ("http", "https")
+FLIGHT_SCHEMES = ("grpc", "grpc+tcp", "grpc+tls", "grpc+unix")
+
+
+class BadArgument(click.ClickException):
+    """A bad option value: one line on stderr (no usage block), exit status 2."""
+
+    exit_code = 2
+
+
+def check_url(url: str, schemes: tuple[str, ...], option: str) -> None:
+    """Refuse a URL of the wrong kind with one line naming the option and what it takes."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme.lower() not in schemes or not rest:
+        wanted = " or ".join(f"{s}://" for s in schemes[:3])
+        hint = (
+            " (that is the REST URL: Flight is grpc://host:8815)" if scheme in HTTP_SCHEMES else ""
+        )
+        if schemes == HTTP_SCHEMES and scheme.startswith("grpc"):
+            hint = " (that is the Flight URL: REST is http://host:8000)"
+        raise BadArgument(f"{option} {url!r}: expected a URL starting {wanted}{hint}")
+
+
+def one_line(error: BaseException) -> str:
+    """A client library's error as one line: no gRPC debug context, no server detail."""
+    text = str(error)
+    for marker in (". Detail:", ". gRPC client debug context:", "\ngRPC client debug context"):
+        text = text.split(marker, 1)[0]
+    return " ".join(text.split()) or type(error).__name__
 
 
 def client_options(func: Any) -> Any:
@@ -53,6 +83,7 @@ class Api:
                 raise click.UsageError(
                     "no token: pass --token, set AGENTDATA_TOKEN, or run where admin.token is"
                 )
+        check_url(url, HTTP_SCHEMES, "--url")
         self.url = url.rstrip("/")
         self.http = httpx.Client(
             base_url=self.url, headers={"Authorization": f"Bearer {token}"}, timeout=60
@@ -62,7 +93,7 @@ class Api:
         try:
             response = self.http.request(method, path, **kwargs)
         except httpx.HTTPError as e:
-            raise click.ClickException(f"cannot reach {self.url}: {e}") from None
+            raise click.ClickException(f"cannot reach {self.url}: {one_line(e)}") from None
         if response.status_code >= 400:
             raise click.ClickException(problem_message(response))
         if response.headers.get("content-type", "").startswith("application/json"):

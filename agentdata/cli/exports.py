@@ -45,6 +45,11 @@ from agentdata.exports import COMPRESSIONS, FORMATS
 )
 @click.option("--name", default=None, help="Name of the artefact on the server.")
 @click.option("--force", is_flag=True, help="Overwrite an existing output file.")
+@click.option(
+    "--truncate",
+    is_flag=True,
+    help="With a token's max_rows: export the first max_rows rows instead of failing.",
+)
 @click.option("--no-wait", is_flag=True, help="Print the job id and return at once.")
 @click.option("--timeout", type=float, default=None, help="Give up waiting after this long (s).")
 @client_options
@@ -55,6 +60,7 @@ def export_command(
     out: str | None,
     name: str | None,
     force: bool,
+    truncate: bool,
     no_wait: bool,
     timeout: float | None,
     url: str,
@@ -66,27 +72,35 @@ def export_command(
     target = Path(out) if out and out != "-" else None
     if target is not None and target.exists() and not force:
         raise click.ClickException(f"{target} exists (use --force to overwrite)")
-    body = {"sql": sql, "format": fmt, "compression": compression, "name": name}
+    body = {
+        "sql": sql,
+        "format": fmt,
+        "compression": compression,
+        "name": name,
+        "truncate": truncate,
+    }
     accepted = api.request("POST", "/api/v1/exports", json=body)
     job_id = accepted["job_id"]
     if no_wait:
         click.echo(job_id)
         return
     click.echo(f"export job {job_id} queued", err=True)
-    job = wait_for_job(api, job_id, timeout_s=timeout)
+    label = f"export {target}" if target is not None else "export"
+    job = wait_for_job(api, job_id, timeout_s=timeout, label=label)
     result = job["result"] or {}
     meta = api.request("GET", f"/api/v1/artefacts/{result['artefact_id']}")
     if out == "-":
-        _download_to(api, meta, sys.stdout.buffer, offset=0, digest=hashlib.sha256())
+        _download_to(api, meta, sys.stdout.buffer, offset=0, digest=hashlib.sha256(), label="-")
         return
     path = target or Path(meta["name"])
     if path.exists() and not force:
         raise click.ClickException(f"{path} exists (use --force to overwrite)")
     part = path.with_name(path.name + ".part")
     with open(part, "wb") as f:
-        _download_to(api, meta, f, offset=0, digest=hashlib.sha256())
+        _download_to(api, meta, f, offset=0, digest=hashlib.sha256(), label=str(path))
     os.replace(part, path)
     if fmt == "json" and result.get("schema"):
         schema_path = path.with_name(path.name + ".schema.json")
         schema_path.write_text(json.dumps(result["schema"], indent=2) + "\n")
-    click.echo(f"{path}: {result.get('rows', 0):,} rows, {meta['size']:,} bytes", err=True)
+    cut = f" (truncated at max_rows {result.get('max_rows')})" if result.get("truncated") else ""
+    click.echo(f"{path}: {result.get('rows', 0):,} rows, {meta['size']:,} bytes{cut}", err=True)

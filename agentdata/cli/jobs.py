@@ -13,6 +13,7 @@ import click
 from tqdm import tqdm
 
 from agentdata.cli.client import Api, client_options
+from agentdata.timestamps import seconds, short
 
 FINISHED = ("succeeded", "failed", "cancelled")
 
@@ -25,20 +26,22 @@ def wait_for_job(
     timeout_s: float | None = None,
     progress: bool = True,
     raise_on_failure: bool = True,
+    label: str | None = None,
 ) -> dict[str, Any]:
-    """Poll a job until it finishes, showing a progress bar (percent when the job
-    knows it, else rows); returns the final job record.
+    """Poll a job until it finishes, showing its progress on stderr when it is a
+    terminal: a bar with the percentage once the job knows its total, and always its
+    state, rows and bytes so far. Returns the final job record.
 
-    With `raise_on_failure`, a failed or cancelled job becomes a click error that
-    names the failing step. Ctrl-C stops waiting (the job keeps running) and says how
-    to cancel it.
+    `label` names what the user asked for (`export orders.csv`, `sync orders`);
+    default `job <id>`. With `raise_on_failure`, a failed or cancelled job becomes a
+    click error that names the failing step. Ctrl-C stops waiting (the job keeps
+    running) and says how to cancel it.
     """
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     bar = tqdm(
         total=100.0,
-        desc=f"job {job_id[:8]}",
-        unit="%",
-        bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix}",
+        desc=label or f"job {job_id[:8]}",
+        bar_format="{desc}: queued",
         disable=None if progress else True,
         file=sys.stderr,
     )
@@ -80,11 +83,25 @@ def describe_failure(job: dict[str, Any]) -> str:
 
 
 def _update_bar(bar: tqdm, job: dict[str, Any]) -> None:
+    """Redraw the line: `LABEL:  42%|████      | running, 420,000 rows, 12.3 MiB` once
+    the job knows its percentage, `LABEL: running, 420,000 rows, 12.3 MiB` before."""
     percent = 100.0 if job["state"] == "succeeded" else job.get("percent")
-    if percent is not None:
+    status = progress_text(job).replace("{", "{{").replace("}", "}}")
+    if percent is None:
+        bar.bar_format = "{desc}: " + status
+    else:
         bar.n = float(percent)
+        bar.bar_format = "{desc}: {percentage:3.0f}%|{bar}| " + status
+    bar.refresh()
+
+
+def progress_text(job: dict[str, Any]) -> str:
+    """State, then rows and bytes once there are any: `running, 1,200 rows, 0.1 MiB`."""
+    parts = [str(job["state"])]
     rows, nbytes = job.get("progress_rows") or 0, job.get("progress_bytes") or 0
-    bar.set_postfix_str(f"{job['state']}, {rows:,} rows, {nbytes / 1048576:,.1f} MiB")
+    if rows or nbytes:
+        parts += [f"{rows:,} rows", f"{nbytes / 1048576:,.1f} MiB"]
+    return ", ".join(parts)
 
 
 @click.group("job")
@@ -167,6 +184,8 @@ def show(
     if job["error"]:
         e = job["error"]
         click.echo(f"error:     step {e.get('step')}: {e.get('code')}: {e.get('message')}")
+    for line in attempt_lines(job):
+        click.echo(line)
     if wait and job["state"] != "succeeded":
         sys.exit(1)
 
@@ -183,5 +202,24 @@ def cancel(job_id: str, url: str, client_data_dir: Path, token: str | None) -> N
         click.echo(f"cancel requested for {job_id} ({job['state']}; it stops at its next report)")
 
 
-def _ts(t: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+def attempt_lines(job: dict[str, Any]) -> list[str]:
+    """The job's attempt history, one line per attempt (none for a single clean run)."""
+    history = job.get("attempt_history") or []
+    if len(history) < 2 and not any(a.get("error") for a in history):
+        return []
+    lines = ["history:"]
+    for a in history:
+        took = ""
+        if a.get("ended_at"):
+            took = f" ({seconds(a['ended_at']) - seconds(a['started_at']):.1f}s)"
+        line = f"  attempt {a['attempt']}: {a['outcome']} at {_ts(a['started_at'])}{took}"
+        e = a.get("error")
+        if e:
+            line += f", step {e.get('step')}: {e.get('code')}: {e.get('message')}"
+        lines.append(line)
+    return lines
+
+
+def _ts(t: str | float) -> str:
+    """A REST timestamp (RFC 3339) to the second."""
+    return short(t)

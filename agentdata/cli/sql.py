@@ -8,6 +8,8 @@ from pathlib import Path
 
 import click
 
+from agentdata.cli.client import FLIGHT_SCHEMES, check_url, one_line
+
 
 @click.command("sql")
 @click.argument("query")
@@ -46,16 +48,17 @@ def sql_command(
             token = (data_dir / "admin.token").read_text().strip()
     if token is None:
         raise click.UsageError("no token: pass --token or set AGENTDATA_TOKEN")
-    client = fl.connect(flight_url)
+    check_url(flight_url, FLIGHT_SCHEMES, "--flight-url")
     options = fl.FlightCallOptions(headers=[(b"authorization", f"Bearer {token}".encode())])
     try:
+        client = fl.connect(flight_url)
         info = client.get_flight_info(fl.FlightDescriptor.for_command(query.encode()), options)
         reader = client.do_get(info.endpoints[0].ticket, options)
         table = reader.read_all()
-    except fl.FlightError as e:
-        raise click.ClickException(str(e).split(". Detail:")[0]) from None
+    except fl.FlightUnavailableError as e:
+        raise click.ClickException(f"cannot reach {flight_url}: {one_line(e)}") from None
     except Exception as e:  # pyarrow maps some codes to ArrowInvalid/ArrowKeyError
-        raise click.ClickException(str(e).split(". Detail:")[0]) from None
+        raise click.ClickException(one_line(e)) from None
     if fmt == "csv":
         pacsv.write_csv(table, sys.stdout.buffer)
     elif fmt == "json":

@@ -2,7 +2,7 @@
 
     agentdata sync add orders --source SHOP.PUBLIC.ORDERS --target sales.orders \\
         --mode incremental --cursor UPDATED_AT --lookback "1 hour" --primary-key ID \\
-        --deletes reconcile --schedule 15m
+        --deletes reconcile --schedule 15m --null-cursor skip --column-type ID=BIGINT
     agentdata sync add --file syncs.yaml          # every spec in a YAML file
     agentdata sync ls
     agentdata sync run orders                     # waits, with a progress bar
@@ -22,7 +22,7 @@ from typing import Any
 import click
 
 from agentdata.cli.client import Api, client_options
-from agentdata.cli.jobs import wait_for_job
+from agentdata.cli.jobs import attempt_lines, wait_for_job
 
 
 @click.group("sync")
@@ -60,6 +60,25 @@ def _number_or_text(value: str | None) -> str | int | float | None:
 @click.option("--reconcile-every", type=int, default=None, help="Reconcile every Nth run.")
 @click.option("--on-incompatible", type=click.Choice(["fail", "resync"]), default=None)
 @click.option(
+    "--on-duplicate-key",
+    type=click.Choice(["fold", "error"]),
+    default=None,
+    help="Rows of one run sharing a key: keep the latest (fold) or fail the run (error).",
+)
+@click.option(
+    "--null-cursor",
+    type=click.Choice(["include", "skip", "error"]),
+    default=None,
+    help="Rows whose cursor is NULL (default: include with a key, error without).",
+)
+@click.option(
+    "--column-type",
+    "column_type",
+    multiple=True,
+    metavar="COLUMN=TYPE",
+    help="Load a NUMBER column as another numeric type, e.g. ID=BIGINT (repeatable).",
+)
+@click.option(
     "--file",
     "spec_file",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -79,6 +98,9 @@ def add(
     deletes: str | None,
     reconcile_every: int | None,
     on_incompatible: str | None,
+    on_duplicate_key: str | None,
+    null_cursor: str | None,
+    column_type: tuple[str, ...],
     spec_file: Path | None,
     as_json: bool,
     url: str,
@@ -104,6 +126,9 @@ def add(
             "deletes": deletes,
             "reconcile_every": reconcile_every,
             "on_incompatible": on_incompatible,
+            "on_duplicate_key": on_duplicate_key,
+            "null_cursor": null_cursor,
+            "column_types": _column_types(column_type),
         }
         specs = [{k: v for k, v in spec.items() if v is not None}]
     created = [api.request("POST", "/api/v1/syncs", json=s) for s in specs]
@@ -113,6 +138,18 @@ def add(
     for record in created:
         s = record["spec"]
         click.echo(f"created sync {s['name']}: {s['source']} -> {s['target']} ({s['mode']})")
+
+
+def _column_types(pairs: tuple[str, ...]) -> dict[str, str] | None:
+    if not pairs:
+        return None
+    out = {}
+    for pair in pairs:
+        column, sep, type_ = pair.partition("=")
+        if not sep or not column.strip() or not type_.strip():
+            raise click.BadParameter(f"{pair!r}: give COLUMN=TYPE", param_hint="--column-type")
+        out[column.strip()] = type_.strip()
+    return out
 
 
 def _read_specs(path: Path) -> list[dict[str, Any]]:
@@ -178,7 +215,7 @@ def run(
         click.echo(job_id)
         return
     click.echo(f"sync {name}: job {job_id} queued", err=True)
-    job = wait_for_job(api, job_id, timeout_s=timeout)
+    job = wait_for_job(api, job_id, timeout_s=timeout, label=f"sync {name}")
     if as_json:
         click.echo(json.dumps(job, indent=2))
         return
@@ -195,6 +232,22 @@ def _summary(name: str, job: dict[str, Any]) -> str:
     ]
     if r.get("deleted_rows"):
         parts.append(f"{r['deleted_rows']:,} rows deleted (gone from the source)")
+    if r.get("duplicates_folded"):
+        parts.append(f"{r['duplicates_folded']:,} duplicate-key rows folded (one row per key kept)")
+    nc = r.get("null_cursor")
+    if nc:
+        verb = {"include": "re-read and merged", "skip": "left out", "error": "found"}
+        parts.append(
+            f"NULL cursor {nc['column']}: {nc['rows']:,} rows {verb.get(nc['policy'], '')} "
+            f"(null_cursor: {nc['policy']})"
+        )
+    constraints = r.get("constraints") or {}
+    if constraints.get("primary_key") or constraints.get("not_null"):
+        key = ", ".join(constraints.get("primary_key") or []) or "none"
+        parts.append(
+            f"constraints: primary key ({key}); NOT NULL: "
+            + (", ".join(constraints.get("not_null") or []) or "none")
+        )
     changes = r.get("schema_changes") or {}
     for key in ("added", "widened", "missing"):
         if changes.get(key):
@@ -226,6 +279,13 @@ def status(name: str, as_json: bool, url: str, client_data_dir: Path, token: str
     click.echo(f"mode:      {mode}")
     if s.get("primary_key"):
         click.echo(f"key:       {', '.join(s['primary_key'])}")
+    click.echo(f"dup keys:  {s.get('on_duplicate_key', 'fold')}")
+    if s.get("mode") == "incremental":
+        default = "include" if s.get("primary_key") else "error"
+        click.echo(f"nulls:     null_cursor {s.get('null_cursor') or f'{default} (default)'}")
+    if s.get("column_types"):
+        shown = ", ".join(f"{k}={v}" for k, v in s["column_types"].items())
+        click.echo(f"types:     {shown}")
     click.echo(
         f"deletes:   {s['deletes']}"
         + (f" (every {s['reconcile_every']} runs)" if s["deletes"] == "reconcile" else "")
@@ -240,6 +300,8 @@ def status(name: str, as_json: bool, url: str, client_data_dir: Path, token: str
     if not last:
         return
     click.echo(f"last job:  {last['id']} {last['state']} (attempts {last['attempts']})")
+    for line in attempt_lines(last):
+        click.echo(line)
     click.echo(f"progress:  {last['progress_rows']:,} rows, {last['progress_bytes']:,} bytes")
     if last.get("error"):
         e = last["error"]

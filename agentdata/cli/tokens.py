@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from agentdata.cli.client import Api, client_options
+from agentdata.timestamps import seconds, short
 
 
 @click.group("token")
@@ -27,6 +28,12 @@ def token_group() -> None:
 @click.option("--ttl", "ttl_seconds", type=int, default=None, help="Lifetime in seconds.")
 @click.option("--max-rows", type=int, default=None, help="Most rows one query may return.")
 @click.option("--timeout", "timeout_s", type=float, default=None, help="Query timeout in seconds.")
+@click.option(
+    "--max-scan-rows",
+    type=int,
+    default=None,
+    help="Cost guard: refuse queries estimated to scan more rows than this.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the full JSON record.")
 @client_options
 def create(
@@ -36,6 +43,7 @@ def create(
     ttl_seconds: int | None,
     max_rows: int | None,
     timeout_s: float | None,
+    max_scan_rows: int | None,
     as_json: bool,
     url: str,
     client_data_dir: Path,
@@ -50,6 +58,7 @@ def create(
         "ttl_seconds": ttl_seconds,
         "max_rows": max_rows,
         "timeout_s": timeout_s,
+        "max_scan_rows": max_scan_rows,
     }
     record = api.request("POST", "/api/v1/tokens", json=body)
     if as_json:
@@ -76,7 +85,7 @@ def list_(as_json: bool, url: str, client_data_dir: Path, token: str | None) -> 
         state = (
             "revoked"
             if r["revoked_at"]
-            else ("expired" if r["expires_at"] < time.time() else "active")
+            else ("expired" if seconds(r["expires_at"]) < time.time() else "active")
         )
         click.echo(
             f"{r['id']:32}  {r['role']:6}  {state:8}  {_ts(r['expires_at']):20}  {r['name']}"
@@ -92,5 +101,6 @@ def revoke(token_id: str, url: str, client_data_dir: Path, token: str | None) ->
     click.echo(f"revoked {record['id']} ({record['name']})")
 
 
-def _ts(t: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+def _ts(t: str | float) -> str:
+    """A REST timestamp (RFC 3339) to the second."""
+    return short(t)

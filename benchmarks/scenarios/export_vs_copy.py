@@ -144,7 +144,7 @@ def run(quick: bool) -> dict[str, Any]:
         ),
         "results": results,
         "metrics": metrics,
-        "notes": "; ".join(notes),
+        "notes": notes,
     }
 
 

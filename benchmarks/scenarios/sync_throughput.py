@@ -35,6 +35,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from agentdata.timestamps import seconds
 from benchmarks import common as c
 
 NAME = "sync_throughput"
@@ -227,8 +228,8 @@ def _run(quick: bool) -> dict[str, Any]:
                     1800,
                     "the sync",
                 )
-                elapsed = float(job["finished_at"]) - start
-                job["queued_s"] = float(job["started_at"]) - start
+                elapsed = seconds(job["finished_at"]) - start
+                job["queued_s"] = seconds(job["started_at"]) - start
                 if job["state"] != "succeeded" or job["result"]["rows"] != rows:
                     raise RuntimeError(f"sync did not load {rows} rows: {job}")
                 jobs.append(job)

@@ -25,6 +25,7 @@ from agentdata.bounds import MAX_INT64
 from agentdata.errors import InvalidArgument, NotFound
 from control_api.deps import CoreDep, PrincipalDep
 from control_api.errors import problem
+from control_api.timestamps import Timestamp
 from control_api.upload import UploadIdle, receive_upload
 
 log = logging.getLogger("agentdata.http")
@@ -41,8 +42,8 @@ class ArtefactOut(BaseModel):
     size: int
     sha256: str = Field(description="Hex SHA-256 of the content; also its ETag.")
     owner: str | None = Field(description="Token id of the owner.")
-    created_at: float
-    expires_at: float | None
+    created_at: Timestamp
+    expires_at: Timestamp | None
     source: Literal["upload", "export"]
     job_id: str | None
 
@@ -109,6 +110,7 @@ def _out(art: Artefact) -> ArtefactOut:
     openapi_extra=_UPLOAD_BODY,
     responses={
         400: {"description": "Malformed form, or `checksum_mismatch`."},
+        408: {"description": "`request_timeout`: no upload data for upload_idle_timeout_s."},
         413: {"description": "`payload_too_large`: larger than max_upload_bytes."},
         507: {"description": "`quota_exceeded`: the owner's quota (or the disk) is full."},
     },
@@ -173,7 +175,11 @@ async def upload_artefact(
     return _out(art)
 
 
-@router.get("", response_model=ArtefactPage)
+@router.get(
+    "",
+    response_model=ArtefactPage,
+    responses={403: {"description": "`owner` names another token, and this one is no admin."}},
+)
 def list_artefacts(
     core: CoreDep,
     principal: PrincipalDep,

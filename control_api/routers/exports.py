@@ -1,7 +1,7 @@
 """/api/v1/exports: run a query into a file (CSV, JSON Lines, Parquet, Arrow IPC) as a job.
 
     POST /api/v1/exports {"sql": "SELECT * FROM demo.orders", "format": "parquet",
-                          "compression": "zstd"}
+                          "compression": "zstd", "truncate": false}
     -> 202 {"job_id": "…", "task_id": "…", "state": "queued"}
     GET  /api/v1/jobs/{job_id}      -> state, progress; when succeeded result.artefact_id
     GET  /api/v1/artefacts/{artefact_id}/content   -> the file
@@ -10,6 +10,7 @@ The SQL is checked at once (parse, role, table allow-list, result schema), so ba
 is a 400 and a forbidden table a 403 before any job exists. The task then runs with a
 credential delegated from the caller: the same limits (allow-list, max_rows,
 timeout) apply when it reads the result over Flight, as for any query of this token.
+The start sequence is the core's (`agentdata.export_runs`), shared with MCP's `export`.
 """
 
 from __future__ import annotations
@@ -19,10 +20,8 @@ from typing import Any
 from fastapi import APIRouter, status
 from pydantic import BaseModel, Field
 
-from agentdata.artefacts import safe_name
-from agentdata.errors import AgentdataError, InvalidArgument, Unavailable
-from agentdata.exports import COMPRESSIONS, FORMATS, ExportSpec
-from agentdata.sqlguard import Kind
+from agentdata.export_runs import start_export
+from agentdata.exports import COMPRESSIONS, FORMATS
 from control_api.deps import CoreDep, PrincipalDep
 
 router = APIRouter(prefix="/api/v1/exports", tags=["exports"])
@@ -39,6 +38,11 @@ class ExportRequest(BaseModel):
     )
     name: str | None = Field(
         None, max_length=255, description="File name for the artefact (default export-<job>.<ext>)."
+    )
+    truncate: bool = Field(
+        False,
+        description="With a token's max_rows: export the first max_rows rows (the result then "
+        "says `truncated: true`) instead of failing with `resource_exhausted`.",
     )
 
 
@@ -58,44 +62,26 @@ class ExportAccepted(BaseModel):
     responses={
         400: {"description": "Bad SQL, or a format/compression that does not go together."},
         403: {"description": "The SQL reads a table outside this token's allow-list."},
+        429: {"description": "Over the token's max_scan_rows (the cost guard)."},
         503: {"description": "The task broker is unreachable."},
     },
 )
 def create_export(body: ExportRequest, core: CoreDep, principal: PrincipalDep) -> ExportAccepted:
     """Start an export job; poll `GET /api/v1/jobs/{job_id}` for its artefact."""
-    spec = ExportSpec.parse(body.format, body.compression)
-    if body.name is not None:
-        safe_name(body.name)  # refused now (400), not when the finished file is stored
-    stmt, schema = core.engine.schema_of(principal, body.sql)
-    if stmt.kind is not Kind.READ:
-        raise InvalidArgument("exports run queries only (SELECT, WITH, ...), not writes")
-    spec.check_schema(schema)
-    dispatcher = core.dispatcher
-    if dispatcher is None:
-        raise Unavailable("this server runs no task dispatcher")
-    params: dict[str, Any] = {
-        "sql": body.sql,
-        "format": spec.format,
-        "compression": spec.compression,
-        "name": body.name,
-        "expires_in_s": core.settings.export_ttl_s,
-    }
-    job = core.jobs.create("export", params, owner=principal.token_id)
-    from agentdata.dispatch import new_task_id
-
-    task_id = new_task_id()
-    core.jobs.set_task_id(job.id, task_id)
-    token = core.tokens.delegate(principal, job_id=job.id, ttl_s=core.settings.task_token_ttl_s)
-    try:
-        dispatcher.submit("export", {**params, "job_id": job.id, "token": token}, task_id=task_id)
-    except AgentdataError as e:
-        core.jobs.fail(job.id, step="dispatch", code=e.code, message=e.message)
-        raise
+    started = start_export(
+        core,
+        principal,
+        body.sql,
+        fmt=body.format,
+        compression=body.compression,
+        name=body.name,
+        truncate=body.truncate,
+    )
     return ExportAccepted(
-        job_id=job.id,
-        task_id=task_id,
+        job_id=started.job.id,
+        task_id=started.task_id,
         state="queued",
-        format=spec.format,
-        compression=spec.compression,
-        columns=[{"name": f.name, "type": str(f.type)} for f in schema],
+        format=started.spec.format,
+        compression=started.spec.compression,
+        columns=[{"name": f.name, "type": str(f.type)} for f in started.schema],
     )

@@ -1,4 +1,4 @@
-"""Health, readiness, metrics, and the table catalogue.
+"""Health, readiness and metrics (the table catalogue is in `tables`).
 
 /healthz and /readyz answer without a token (orchestrators probe them); /readyz
 shows the checks behind its answer to admin tokens only.
@@ -25,7 +25,15 @@ def healthz() -> dict[str, str]:
     return {"status": "ok", "version": __version__}
 
 
-@router.get("/readyz", responses={503: {"description": "Not ready."}})
+@router.get(
+    "/readyz",
+    responses={
+        503: {
+            "description": 'Not ready: `{"status": "not ready"}` (and the checks, for admins).',
+            "content": {"application/json": {"schema": {"type": "object"}}},
+        }
+    },
+)
 def readyz(core: CoreDep, principal: MaybePrincipalDep) -> JSONResponse:
     """The database (and, when configured, the broker) answers: 200 or 503.
 
@@ -58,21 +66,3 @@ def prometheus_metrics(core: CoreDep, principal: PrincipalDep) -> Response:
     """Prometheus text format."""
     core.refresh_gauges()
     return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
-
-
-@router.get("/api/v1/tables")
-def list_tables(core: CoreDep, principal: PrincipalDep) -> list[dict[str, Any]]:
-    """Tables and views this token may read, with row counts and sync state."""
-    return [
-        {
-            "schema": t.schema,
-            "name": t.name,
-            "kind": t.kind,
-            "rows": t.rows,
-            "columns": [{"name": f.name, "type": str(f.type)} for f in t.arrow_schema],
-            "last_modified": t.last_modified,
-            "last_synced": t.last_synced,
-            "source_snapshot": t.source_snapshot,
-        }
-        for t in core.engine.list_tables(principal)
-    ]

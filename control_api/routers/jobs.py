@@ -21,6 +21,7 @@ from agentdata.bounds import MAX_INT64, Count, Name
 from agentdata.errors import Conflict, InvalidArgument, PermissionDenied
 from agentdata.jobs import JobState
 from control_api.deps import CoreDep, PrincipalDep
+from control_api.timestamps import Timestamp
 
 router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
 
@@ -32,6 +33,22 @@ class JobError(BaseModel):
     step: str = Field(min_length=1, max_length=200, description="Where it failed, e.g. `extract`.")
     code: str = Field(min_length=1, max_length=100, description="A stable error code.")
     message: str = Field(max_length=10_000)
+
+
+class AttemptOut(BaseModel):
+    """One attempt of a job: when it ran and how it ended."""
+
+    attempt: int = Field(description="1 for the first run.")
+    task_id: str | None
+    started_at: Timestamp
+    ended_at: Timestamp | None = Field(description="None while it runs.")
+    outcome: Literal["running", "retrying", "succeeded", "failed", "cancelled", "interrupted"] = (
+        Field(
+            description="`retrying`: it failed and another attempt was scheduled; "
+            "`interrupted`: it never reported an end (its worker or the server died)."
+        )
+    )
+    error: dict[str, Any] | None = Field(description="{step, code, message} when it failed.")
 
 
 class JobOut(BaseModel):
@@ -48,11 +65,14 @@ class JobOut(BaseModel):
     result: dict[str, Any] | None
     error: dict[str, Any] | None = Field(description="On failure: {step, code, message}.")
     cancel_requested: bool
-    created_at: float
-    started_at: float | None
-    updated_at: float
-    progress_at: float | None
-    finished_at: float | None
+    created_at: Timestamp
+    started_at: Timestamp | None
+    updated_at: Timestamp
+    progress_at: Timestamp | None
+    finished_at: Timestamp | None
+    attempt_history: list[AttemptOut] = Field(
+        default_factory=list, description="Every attempt, oldest first."
+    )
 
 
 class JobPage(BaseModel):
@@ -76,7 +96,11 @@ class JobEvent(BaseModel):
     )
 
 
-@router.get("", response_model=JobPage)
+@router.get(
+    "",
+    response_model=JobPage,
+    responses={403: {"description": "`owner` names another token, and this one is no admin."}},
+)
 def list_jobs(
     core: CoreDep,
     principal: PrincipalDep,
@@ -103,14 +127,25 @@ def get_job(job_id: str, core: CoreDep, principal: PrincipalDep) -> JobOut:
     return JobOut(**core.jobs.get_for(principal, job_id).to_dict())
 
 
-@router.delete("/{job_id}", response_model=JobOut)
+@router.delete(
+    "/{job_id}",
+    response_model=JobOut,
+    responses={409: {"description": "The job has finished already."}},
+)
 def cancel_job(job_id: str, core: CoreDep, principal: PrincipalDep) -> JobOut:
     """Request cancellation: a queued job is cancelled at once; a running one stops at
     its next progress report (the answer shows `cancel_requested`). 409 if finished."""
     return JobOut(**core.jobs.request_cancel(principal, job_id).to_dict())
 
 
-@router.post("/{job_id}/events", response_model=JobOut)
+@router.post(
+    "/{job_id}/events",
+    response_model=JobOut,
+    responses={
+        400: {"description": "A `failed` event without `error`."},
+        409: {"description": "The job has finished (or was cancelled) already."},
+    },
+)
 def post_job_event(job_id: str, body: JobEvent, core: CoreDep, principal: PrincipalDep) -> JobOut:
     """Record a worker's report (admin tokens or the job's owner); answers the job."""
     jobs = core.jobs

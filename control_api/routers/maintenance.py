@@ -2,7 +2,8 @@
 
 `POST /api/v1/maintenance/{rule}/run` is how Celery beat (through a worker) and the
 in-process scheduler trigger a run: the rule runs here, in the server, as a job of
-kind `maintenance`, and the answer is that finished job.
+kind `maintenance`, and the answer is that finished job (`retrying` when the task's
+retry will run it again, in the same job).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pydantic import BaseModel, Field
 
 from agentdata import maintenance
 from agentdata.bounds import Name
+from agentdata.timestamps import rfc3339
 from control_api.deps import AdminDep, CoreDep
 from control_api.routers.jobs import JobOut
 
@@ -23,6 +25,13 @@ router = APIRouter(prefix="/api/v1/maintenance", tags=["maintenance"])
 class RunRequest(BaseModel):
     task_id: Name | None = Field(
         None, max_length=200, description="The task that asked for this run (recorded on the job)."
+    )
+    attempt: int = Field(
+        1,
+        ge=1,
+        le=1000,
+        description="The task's attempt: a retry continues the job its first attempt left "
+        "`retrying`.",
     )
 
 
@@ -40,7 +49,7 @@ def list_rules(core: CoreDep, admin: AdminDep) -> dict[str, Any]:
                 "name": name,
                 "description": rule.description,
                 "every_s": periods.get(name),
-                "last_run_at": last.get(name),
+                "last_run_at": _when(last.get(name)),
             }
             for name, rule in maintenance.RULES.items()
         ],
@@ -50,5 +59,15 @@ def list_rules(core: CoreDep, admin: AdminDep) -> dict[str, Any]:
 @router.post("/{rule}/run", response_model=JobOut)
 def run_rule(rule: str, core: CoreDep, admin: AdminDep, body: RunRequest | None = None) -> JobOut:
     """Run one rule now; answers its job (state succeeded, or failed with the step)."""
-    job = maintenance.run_rule(core, admin, rule, task_id=body.task_id if body else None)
+    job = maintenance.run_rule(
+        core,
+        admin,
+        rule,
+        task_id=body.task_id if body else None,
+        attempt=body.attempt if body else 1,
+    )
     return JobOut(**job.to_dict())
+
+
+def _when(ts: float | None) -> str | None:
+    return None if ts is None else rfc3339(ts)

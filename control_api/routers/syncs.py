@@ -29,6 +29,8 @@ from agentdata.bounds import PositiveCount
 from agentdata.errors import NotFound
 from agentdata.syncs import Lookback, Schedule, SyncSpec
 from control_api.deps import AdminDep, CoreDep
+from control_api.routers.jobs import AttemptOut
+from control_api.timestamps import Timestamp
 
 router = APIRouter(prefix="/api/v1/syncs", tags=["syncs"])
 
@@ -41,8 +43,11 @@ class LastJob(BaseModel):
     progress_bytes: int
     error: dict[str, Any] | None
     result: dict[str, Any] | None
-    created_at: float
-    finished_at: float | None
+    created_at: Timestamp
+    finished_at: Timestamp | None
+    attempt_history: list[AttemptOut] = Field(
+        default_factory=list, description="Every attempt of the run (see GET /api/v1/jobs/{id})."
+    )
 
 
 class SyncOut(BaseModel):
@@ -50,9 +55,9 @@ class SyncOut(BaseModel):
     origin: str = Field(description="`api` or `file` (AGENTDATA_SYNCS_FILE).")
     runs: int = Field(description="Runs started so far.")
     last_job_id: str | None
-    last_run_at: float | None
-    created_at: float
-    updated_at: float
+    last_run_at: Timestamp | None
+    created_at: Timestamp
+    updated_at: Timestamp
     running_job_id: str | None = Field(description="The run queued or running now, if any.")
     last_job: LastJob | None = Field(description="The most recent run's job.")
 
@@ -74,6 +79,9 @@ class SyncPatch(BaseModel):
     deletes: Literal["off", "reconcile"] | None = None
     reconcile_every: PositiveCount | None = None
     on_incompatible: Literal["fail", "resync"] | None = None
+    on_duplicate_key: Literal["fold", "error"] | None = None
+    null_cursor: Literal["include", "skip", "error"] | None = None
+    column_types: dict[str, str] | None = Field(None, max_length=1000)
     enabled: bool | None = None
 
 
@@ -108,6 +116,7 @@ def _out(core: Any, record: dict[str, Any]) -> SyncOut:
                 result=job.result,
                 created_at=job.created_at,
                 finished_at=job.finished_at,
+                attempt_history=job.attempt_history,
             )
         except NotFound:  # cleaned up by maintenance
             last = None

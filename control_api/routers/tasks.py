@@ -15,8 +15,12 @@ from agentdata.core import Core
 from agentdata.dispatch import Dispatcher
 from agentdata.errors import NotFound, Unavailable
 from control_api.deps import AdminDep, CoreDep
+from control_api.timestamps import with_rfc3339
 
 router = APIRouter(prefix="/api/v1/tasks", tags=["tasks"])
+
+#: The times a task record may carry (Unix seconds in the core, RFC 3339 here).
+_TIMES = ("submitted_at", "started_at", "finished_at")
 
 
 def _dispatcher(core: Core) -> Dispatcher:
@@ -25,19 +29,30 @@ def _dispatcher(core: Core) -> Dispatcher:
     return core.dispatcher
 
 
-def _job_of(core: Core, task_id: str) -> dict[str, Any] | None:
+def _job_of(core: Core, task_id: str, *, history: bool = False) -> dict[str, Any] | None:
     row = core.meta.one(
-        "SELECT id, kind, state FROM jobs WHERE task_id = ? ORDER BY created_at DESC LIMIT 1",
+        "SELECT id, kind, state, attempts FROM jobs WHERE task_id = ?"
+        " ORDER BY created_at DESC LIMIT 1",
         (task_id,),
     )
-    return {"id": row["id"], "kind": row["kind"], "state": row["state"]} if row else None
+    if row is None:
+        return None
+    out = {"id": row["id"], "kind": row["kind"], "state": row["state"]}
+    if history:
+        out["attempts"] = row["attempts"]
+        out["attempt_history"] = [
+            with_rfc3339(a, "started_at", "ended_at")
+            for a in core.jobs.attempts([row["id"]]).get(row["id"], [])
+        ]
+    return out
 
 
 @router.get("/status/{task_id}")
 def task_status(task_id: str, core: CoreDep, admin: AdminDep) -> dict[str, Any]:
-    """One task's state (and result or error), with the job it runs."""
+    """One task's state (and result or error), with the job it runs and that job's
+    attempts: when each started and ended, and its error (step, code)."""
     dispatcher = _dispatcher(core)
-    job = _job_of(core, task_id)
+    job = _job_of(core, task_id, history=True)
     try:
         out = dispatcher.status(task_id)
     except NotFound:
@@ -48,14 +63,14 @@ def task_status(task_id: str, core: CoreDep, admin: AdminDep) -> dict[str, Any]:
     if out.get("state") == "PENDING" and job is None:
         raise NotFound(f"no task {task_id!r} (unknown to the broker and to every job)")
     out["job"] = job
-    return out
+    return with_rfc3339(out, *_TIMES)
 
 
 @router.get("/active")
 def active_tasks(core: CoreDep, admin: AdminDep) -> dict[str, Any]:
     """Tasks running now (and, with Celery, reserved by a worker)."""
     dispatcher = _dispatcher(core)
-    tasks = dispatcher.active()
+    tasks = [with_rfc3339(t, *_TIMES) for t in dispatcher.active()]
     for t in tasks:
         job = _job_of(core, t["task_id"]) if t.get("task_id") else None
         t["job"] = job

@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field
 
 from agentdata.bounds import PositiveCount, Seconds, WholeSeconds
 from control_api.deps import AdminDep, CoreDep
+from control_api.timestamps import Timestamp
 
 router = APIRouter(prefix="/api/v1/tokens", tags=["tokens"])
 
@@ -30,6 +31,11 @@ class TokenCreate(BaseModel):
     timeout_s: Seconds | None = Field(
         None, description="Query timeout for this token (at most the server's)."
     )
+    max_scan_rows: PositiveCount | None = Field(
+        None,
+        description="Cost guard: queries DuckDB's plan estimates to scan more rows than this "
+        "are refused before they run ([resource_exhausted]).",
+    )
 
 
 class TokenOut(BaseModel):
@@ -39,17 +45,23 @@ class TokenOut(BaseModel):
     tables: list[str] | None
     max_rows: int | None
     timeout_s: float | None
-    created_at: float
-    expires_at: float
-    revoked_at: float | None = None
+    created_at: Timestamp
+    expires_at: Timestamp
+    revoked_at: Timestamp | None = None
     created_by: str | None = None
+    max_scan_rows: int | None = None
 
 
 class TokenCreated(TokenOut):
     token: str = Field(description="The secret: shown once, never stored or listed.")
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=TokenCreated)
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=TokenCreated,
+    responses={400: {"description": "A name with a control character, or a bad table glob."}},
+)
 def create_token(body: TokenCreate, core: CoreDep, admin: AdminDep) -> TokenCreated:
     """Issue a token. The response is the only place its secret ever appears."""
     record, token = core.tokens.create(
@@ -60,6 +72,7 @@ def create_token(body: TokenCreate, core: CoreDep, admin: AdminDep) -> TokenCrea
         max_rows=body.max_rows,
         timeout_s=body.timeout_s,
         created_by=admin.token_id,
+        max_scan_rows=body.max_scan_rows,
     )
     return TokenCreated(**record.to_dict(), token=token)
 

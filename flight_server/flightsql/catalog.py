@@ -25,6 +25,10 @@ META_CATALOG = b"ARROW:FLIGHT:SQL:CATALOG_NAME"
 META_SCHEMA = b"ARROW:FLIGHT:SQL:DB_SCHEMA_NAME"
 META_TABLE = b"ARROW:FLIGHT:SQL:TABLE_NAME"
 META_TYPE_NAME = b"ARROW:FLIGHT:SQL:TYPE_NAME"
+#: The spec's key for a column's description (JDBC's REMARKS).
+META_REMARKS = b"ARROW:FLIGHT:SQL:REMARKS"
+#: Schema-level metadata: the table's own description (the spec has no key for it).
+META_TABLE_DESCRIPTION = b"agentdata.description"
 
 
 def like(pattern: str | None) -> Callable[[str], bool]:
@@ -111,7 +115,8 @@ def tables(
 
 
 def _described(table: TableInfo, catalog: str, type_names: dict[str, str]) -> pa.Schema:
-    """The table's Arrow schema with the Flight SQL column metadata clients look for."""
+    """The table's Arrow schema with the Flight SQL column metadata clients look for,
+    and the descriptions an admin set (column REMARKS, the table's in schema metadata)."""
     fields = []
     for field in table.arrow_schema:
         meta = dict(field.metadata or {})
@@ -124,8 +129,14 @@ def _described(table: TableInfo, catalog: str, type_names: dict[str, str]) -> pa
         )
         if field.name in type_names:
             meta[META_TYPE_NAME] = type_names[field.name].encode()
+        remarks = table.column_descriptions.get(field.name)
+        if remarks:
+            meta[META_REMARKS] = remarks.encode()
         fields.append(field.with_metadata(meta))
-    return pa.schema(fields, metadata=table.arrow_schema.metadata)
+    schema_meta = dict(table.arrow_schema.metadata or {})
+    if table.description:
+        schema_meta[META_TABLE_DESCRIPTION] = table.description.encode()
+    return pa.schema(fields, metadata=schema_meta or None)
 
 
 def table_types() -> pa.Table:

@@ -20,6 +20,7 @@ from typing import Any
 import pyarrow as pa
 
 from agentdata.errors import NotFound, PermissionDenied, ResourceExhausted
+from agentdata.param_batches import ParameterBatch
 from agentdata.sqlguard import Kind
 from agentdata.tokens import Principal
 
@@ -42,7 +43,7 @@ class PreparedStatement:
     parameter_schema: pa.Schema
     last_used: float = field(default_factory=time.monotonic)
     #: Parameter sets bound by the last DoPut (None: nothing bound yet).
-    bound: list[ParamSet] | None = None
+    bound: ParameterBatch | None = None
 
 
 class PreparedStatements:

@@ -45,6 +45,26 @@ PRIMARY_KEYS = pa.schema(
     ]
 )
 
+#: CommandGetImportedKeys, CommandGetExportedKeys and CommandGetCrossReference (one
+#: schema for the three); update_rule / delete_rule are UpdateDeleteRules values.
+FOREIGN_KEYS = pa.schema(
+    [
+        pa.field("pk_catalog_name", _utf8),
+        pa.field("pk_db_schema_name", _utf8),
+        pa.field("pk_table_name", _utf8, nullable=False),
+        pa.field("pk_column_name", _utf8, nullable=False),
+        pa.field("fk_catalog_name", _utf8),
+        pa.field("fk_db_schema_name", _utf8),
+        pa.field("fk_table_name", _utf8, nullable=False),
+        pa.field("fk_column_name", _utf8, nullable=False),
+        pa.field("key_sequence", _int32, nullable=False),
+        pa.field("fk_key_name", _utf8),
+        pa.field("pk_key_name", _utf8),
+        pa.field("update_rule", pa.uint8(), nullable=False),
+        pa.field("delete_rule", pa.uint8(), nullable=False),
+    ]
+)
+
 #: The value column of CommandGetSqlInfo: one member per kind of value, type codes 0-5.
 SQL_INFO_VALUE = pa.dense_union(
     [

@@ -12,10 +12,14 @@ Tickets are the server's own (short-lived, bound to the token) wrapped for Fligh
 Supported: CommandStatementQuery, prepared statements (CreatePreparedStatement /
 ClosePreparedStatement, CommandPreparedStatementQuery with parameters bound by DoPut),
 CommandGetCatalogs, CommandGetDbSchemas, CommandGetTables, CommandGetTableTypes,
-CommandGetSqlInfo, CommandGetPrimaryKeys, CommandGetXdbcTypeInfo, and for writers
+CommandGetSqlInfo, CommandGetPrimaryKeys, CommandGetXdbcTypeInfo, the foreign-key
+commands (CommandGetImportedKeys / ExportedKeys / CrossReference: always empty, as no
+table here has a foreign key), and for writers
 CommandStatementUpdate, CommandPreparedStatementUpdate and CommandStatementIngest;
 the CancelFlightInfo (and deprecated CancelQuery) actions. Anything else (Substrait,
-transactions, foreign keys, sessions) answers UNIMPLEMENTED, saying what is missing.
+transactions, sessions) answers UNIMPLEMENTED, saying what is missing. PollFlightInfo
+cannot be offered: pyarrow's Python server has no hook for it, so Arrow's C++ default
+answers UNIMPLEMENTED ("NYI").
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from google.protobuf import message
 import agentdata
 from agentdata import metrics
 from agentdata.core import Core
-from agentdata.engine import WRITE_RESULT_SCHEMA, ResultStream, StreamOptions
+from agentdata.engine import ResultStream, StreamOptions
 from agentdata.errors import (
     AgentdataError,
     Cancelled,
@@ -43,6 +47,7 @@ from agentdata.errors import (
     Unimplemented,
 )
 from agentdata.ingest import IngestRequest, ingest
+from agentdata.param_batches import ParameterBatch
 from agentdata.sql_functions import allowed_scalars
 from agentdata.sqlguard import Kind, quote_ident
 from agentdata.tokens import Principal, Role
@@ -51,7 +56,7 @@ from flight_server.flightsql import catalog, sqlinfo, xdbc
 from flight_server.flightsql import schemas as S
 from flight_server.flightsql.disconnect import DisconnectWatcher
 from flight_server.flightsql.messages import is_flight_sql, name_of, pack, unpack, unpack_as
-from flight_server.flightsql.params import read_parameter_sets
+from flight_server.flightsql.params import read_parameter_batch
 from flight_server.flightsql.prepared import ParamSet, PreparedStatement, PreparedStatements
 from flight_server.flightsql.proto import FlightActions_pb2 as actions_pb
 from flight_server.flightsql.proto import FlightSql_pb2 as pb
@@ -86,6 +91,15 @@ UNSUPPORTED_ACTIONS = {
     "CreatePreparedSubstraitPlan": "Substrait plans are not supported: send SQL",
 }
 
+#: Foreign keys: tables here have none (loads and syncs create primary keys and NOT NULL
+#: only), so these answer an empty result in the spec's schema; tools that draw
+#: relationships (SQLAlchemy reflection, JDBC tools) call them.
+_FOREIGN_KEY_COMMANDS = (
+    pb.CommandGetImportedKeys,
+    pb.CommandGetExportedKeys,
+    pb.CommandGetCrossReference,
+)
+
 _METADATA_COMMANDS = (
     pb.CommandGetCatalogs,
     pb.CommandGetDbSchemas,
@@ -94,6 +108,7 @@ _METADATA_COMMANDS = (
     pb.CommandGetSqlInfo,
     pb.CommandGetPrimaryKeys,
     pb.CommandGetXdbcTypeInfo,
+    *_FOREIGN_KEY_COMMANDS,
 )
 
 #: CancelFlightInfo's statuses as the deprecated CancelQuery action reports them.
@@ -147,16 +162,14 @@ class FlightSqlService:
             _no_transaction(cmd)
             stmt = self.core.engine.check(principal, cmd.query)
             if stmt.kind is Kind.WRITE:
-                schema, entry = WRITE_RESULT_SCHEMA, self._write_now(principal, stmt.sql, None)
-            else:
-                schema, entry = self._start(context, principal, stmt.sql, None)
+                return self._write_now(principal, stmt.sql, None, descriptor)
+            schema, entry = self._start(context, principal, stmt.sql, None)
         elif isinstance(cmd, pb.CommandPreparedStatementQuery):
             ps = self.prepared.get(principal, cmd.prepared_statement_handle)
             if ps.kind is Kind.WRITE:
                 self._require_values(ps, ps.bound)
-                schema, entry = WRITE_RESULT_SCHEMA, self._write_now(principal, ps.sql, ps.bound)
-            else:
-                schema, entry = self._start(context, principal, ps.sql, _single(ps))
+                return self._write_now(principal, ps.sql, ps.bound, descriptor)
+            schema, entry = self._start(context, principal, ps.sql, _single(ps))
         elif isinstance(cmd, _METADATA_COMMANDS):
             schema = _metadata_schema(cmd)
             entry = self.tickets.issue(principal, "", kind="metadata", command=descriptor.command)
@@ -190,8 +203,7 @@ class FlightSqlService:
         if kind == "metadata":
             return fl.RecordBatchStream(self._metadata(principal, unpack(entry.extra["command"])))
         if kind == "written":
-            rows = pa.array([entry.extra["rows"]], pa.int64())
-            return fl.RecordBatchStream(pa.table([rows], schema=WRITE_RESULT_SCHEMA))
+            return fl.RecordBatchStream(entry.extra["result"])
         self._refuse_spent(handle)
 
         def cancel() -> bool:
@@ -232,7 +244,7 @@ class FlightSqlService:
             reply = pb.DoPutUpdateResult(record_count=engine.execute_write(principal, stmt))
         elif isinstance(cmd, pb.CommandPreparedStatementQuery):
             ps = self.prepared.get(principal, cmd.prepared_statement_handle)
-            ps.bound = read_parameter_sets(reader.to_reader(), ps.parameter_names)
+            ps.bound = read_parameter_batch(reader.to_reader(), ps.parameter_names)
             reply = pb.DoPutPreparedStatementResult(prepared_statement_handle=ps.handle)
         elif isinstance(cmd, pb.CommandPreparedStatementUpdate):
             ps = self.prepared.get(principal, cmd.prepared_statement_handle)
@@ -241,7 +253,8 @@ class FlightSqlService:
                     "this prepared statement is a query: execute it with "
                     "CommandPreparedStatementQuery"
                 )
-            values = read_parameter_sets(reader.to_reader(), ps.parameter_names) or ps.bound
+            # The whole batch at once (executemany): one set-based statement where it can be.
+            values = read_parameter_batch(reader.to_reader(), ps.parameter_names) or ps.bound
             self._require_values(ps, values)
             rows = engine.execute_write(principal, ps.sql, param_sets=values)
             reply = pb.DoPutUpdateResult(record_count=rows)
@@ -287,7 +300,9 @@ class FlightSqlService:
         # Bound with NULLs, the statement's result schema is a best guess (the spec
         # allows that); the schema sent with each execution uses the real values.
         stmt, schema = engine.schema_of(principal, request.query, _nulls(names))
-        parameter_schema = pa.schema([pa.field(n, pa.null()) for n in names])
+        # Each placeholder typed as DuckDB infers it from its use (`id = ?`: the
+        # column's type); the null type where the statement does not say (`SELECT ?`).
+        parameter_schema = engine.parameter_schema(principal, request.query)
         ps = self.prepared.create(
             principal,
             sql=stmt.sql,
@@ -328,15 +343,31 @@ class FlightSqlService:
         return stream.schema, entry
 
     def _write_now(
-        self, principal: Principal, sql: str, param_sets: list[ParamSet] | None
-    ) -> TicketEntry:
+        self,
+        principal: Principal,
+        sql: str,
+        param_sets: ParameterBatch | None,
+        descriptor: fl.FlightDescriptor,
+    ) -> fl.FlightInfo:
         """Run DDL/DML sent as a query (DB-API `execute` does) when it is executed, not
-        when (or whether) its one-row result is fetched; the ticket returns that row."""
-        rows = self.core.engine.execute_write(principal, sql, param_sets=param_sets)
-        return self.tickets.issue(principal, sql, kind="written", rows=rows)
+        when (or whether) its result is fetched; the ticket returns that result: the
+        rows DML with RETURNING returned (their number is the FlightInfo's
+        total_records, which ADBC reports as rows affected), else one row `{rows}`."""
+        outcome = self.core.engine.run_write(principal, sql, param_sets=param_sets)
+        result = outcome.result()
+        entry = self.tickets.issue(principal, sql, kind="written", result=result)
+        ticket = pack(pb.TicketStatementQuery(statement_handle=entry.ticket))
+        known = outcome.returned is not None
+        return fl.FlightInfo(
+            result.schema,
+            descriptor,
+            [fl.FlightEndpoint(ticket, [])],
+            result.num_rows if known else -1,
+            result.nbytes if known else -1,
+        )
 
     @staticmethod
-    def _require_values(ps: PreparedStatement, values: list[ParamSet] | None) -> None:
+    def _require_values(ps: PreparedStatement, values: ParameterBatch | None) -> None:
         if ps.parameter_names and not values:
             raise InvalidArgument(
                 f"the statement has {len(ps.parameter_names)} parameter(s): bind values first"
@@ -444,6 +475,8 @@ class FlightSqlService:
             return catalog.primary_keys(engine, principal, here, cmd)
         if isinstance(cmd, pb.CommandGetXdbcTypeInfo):
             return xdbc.type_info(cmd.data_type if cmd.HasField("data_type") else None)
+        if isinstance(cmd, _FOREIGN_KEY_COMMANDS):
+            return S.FOREIGN_KEYS.empty_table()
         if isinstance(cmd, pb.CommandGetSqlInfo):
             keywords, functions = self._sql_word_lists()
             info = sqlinfo.sql_info(
@@ -529,7 +562,7 @@ def _single(ps: PreparedStatement) -> ParamSet | None:
             f"a query runs with one set of parameters ({len(ps.bound)} were bound); "
             "bind several sets to an update statement instead"
         )
-    return ps.bound[0]
+    return ps.bound.sets()[0]
 
 
 def _nulls(names: list[str]) -> ParamSet | None:
@@ -555,6 +588,8 @@ def _metadata_schema(cmd: message.Message) -> pa.Schema:
         return S.XDBC_TYPE_INFO
     if isinstance(cmd, pb.CommandGetSqlInfo):
         return S.SQL_INFO
+    if isinstance(cmd, _FOREIGN_KEY_COMMANDS):
+        return S.FOREIGN_KEYS
     raise _unsupported(cmd)
 
 

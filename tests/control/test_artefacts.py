@@ -31,6 +31,7 @@ from agentdata.errors import (
 )
 from agentdata.jobs import JobStore
 from agentdata.meta import MetaStore
+from agentdata.timestamps import seconds
 from tests.support.server import REPO, ServerProcess, start_server
 
 MiB = 1024 * 1024
@@ -635,7 +636,7 @@ def test_expiry_hides_the_artefact(server: ServerProcess, admin: str) -> None:
     r = upload(server, admin, b"short-lived", data={"expires_in_s": "1"})
     assert r.status_code == 201
     art = r.json()
-    assert art["expires_at"] == pytest.approx(art["created_at"] + 1, abs=0.01)
+    assert seconds(art["expires_at"]) == pytest.approx(seconds(art["created_at"]) + 1, abs=0.01)
     with server.http(admin) as c:
         assert c.get(f"/api/v1/artefacts/{art['id']}").status_code == 200
         time.sleep(1.2)
@@ -663,7 +664,9 @@ def test_export_artefact_belongs_to_the_jobs_owner(server: ServerProcess, admin:
     assert r.status_code == 201, r.text
     art = r.json()
     assert art["owner"] == grace["id"] and art["job_id"] == job.id and art["source"] == "export"
-    assert art["expires_at"] == pytest.approx(art["created_at"] + 24 * 3600, abs=1)
+    assert seconds(art["expires_at"]) == pytest.approx(
+        seconds(art["created_at"]) + 24 * 3600, abs=1
+    )
     with server.http(grace["token"]) as c:
         page = c.get("/api/v1/artefacts", params={"source": "export"}).json()
         assert [a["id"] for a in page["items"]] == [art["id"]]

@@ -26,6 +26,8 @@ from agentdata.cli.client import Api
 from agentdata.cli.jobs import wait_for_job
 from agentdata.jobs import Job, JobStore
 from agentdata.meta import MetaStore
+from agentdata.timestamps import seconds
+from control_api.routers.jobs import JobOut
 from tests.support.server import REPO, ServerProcess
 
 
@@ -75,7 +77,9 @@ def test_list_filters_paging_and_visibility(
         r = c.get("/api/v1/jobs", params={"kind": "bogus"})
         assert r.status_code == 422 and r.json()["code"] == "invalid_argument"
         job = c.get(f"/api/v1/jobs/{mine[0].id}").json()
-        assert job == {**mine[0].to_dict(), "updated_at": job["updated_at"]}
+        expected = JobOut(**mine[0].to_dict()).model_dump(mode="json")
+        assert job == {**expected, "updated_at": job["updated_at"]}
+        assert job["created_at"].endswith("Z")  # RFC 3339, UTC
     with server.http() as c:  # admin: everyone's
         ids = {j["id"] for j in c.get("/api/v1/jobs", params={"limit": 1000}).json()["items"]}
         assert {theirs.id, sync.id, *(j.id for j in mine)} <= ids
@@ -148,7 +152,7 @@ def test_failure_names_the_step(
         "code": "unavailable",
         "message": "Snowflake timed out",
     }
-    assert failed["finished_at"] >= failed["started_at"]
+    assert seconds(failed["finished_at"]) >= seconds(failed["started_at"])
 
 
 def test_retry_then_success_with_result(

@@ -67,3 +67,24 @@ def test_health_action(server: ServerProcess, reader_token: str) -> None:
     assert body["status"] == "ok" and body["database"] == "ok"
     actions = {a.type for a in server.flight().list_actions(server.options(reader_token))}
     assert {"cancel", "health", "execute"} <= actions
+
+
+def test_sql_dml_moves_its_tables_freshness(server: ServerProcess, writer_token: str) -> None:
+    """INSERT/UPDATE/DELETE sent as SQL name no table to DuckDB's binder; their target's
+    last-modified time must move all the same (freshness on every answer)."""
+    server.execute(writer_token, "CREATE TABLE main.fresh_dml (x INTEGER)")
+
+    def last_modified() -> str:
+        with server.http() as http:
+            tables = http.get("/api/v1/tables").json()
+        (entry,) = [t for t in tables if t["name"] == "fresh_dml" and t["schema"] == "main"]
+        return str(entry["freshness"]["last_modified"])
+
+    for sql in [
+        "INSERT INTO main.fresh_dml VALUES (1)",
+        "UPDATE main.fresh_dml SET x = 2",
+        "DELETE FROM fresh_dml",
+    ]:
+        before = last_modified()
+        server.execute(writer_token, sql)
+        assert last_modified() > before, sql  # ISO-8601 UTC times sort as text

@@ -40,6 +40,7 @@ def test_append_creates_then_appends(server: ServerProcess, writer_token: str) -
         "created": True,
         "deleted": 0,
         "schema_changes": {},
+        "duplicates_folded": 0,
     }
     # Columns in another order still land by name.
     t2 = pa.table({"name": ["d"], "id": [4]})
@@ -82,6 +83,10 @@ def test_replace_and_upsert(server: ServerProcess, writer_token: str) -> None:
         ({"table": "puts.kv", "colour": "red"}, "unknown DoPut option"),
         ({"table": "puts.kv", "mode": "upsert", "key": ["nope"]}, "key column"),
         ({"mode": "append"}, "table"),
+        ({"table": "puts.kv", "on_duplicate_key": "ignore"}, "on_duplicate_key must be"),
+        ({"table": "puts.kv", "primary_key": "k"}, "primary_key must be a list"),
+        ({"table": "puts.kv", "primary_key": ["nope"]}, "constraint on column 'nope'"),
+        ({"table": "puts.kv", "latest_by": "nope"}, "latest_by column"),
         ({"table": "a.b.c.d"}, "schema.table"),
     ],
 )
@@ -272,3 +277,189 @@ def test_reconcile_deletes_keys_missing_from_upload_and_records_snapshot(
     ][0]
     meta = json.loads(info.app_metadata)
     assert meta["source_snapshot"] == "snap-42" and meta["last_synced"] is not None
+
+
+# -- one row per key, constraints ------------------------------------------------------
+
+
+def _constraints(server: ServerProcess, token: str, table: str) -> dict[str, list[str]]:
+    schema, name = table.split(".")
+    got = server.query(
+        token,
+        "SELECT constraint_type AS t, constraint_column_names AS c FROM duckdb_constraints()"
+        f" WHERE schema_name = '{schema}' AND table_name = '{name}' ORDER BY 1, 2",
+    ).to_pylist()
+    out: dict[str, list[str]] = {}
+    for row in got:
+        out.setdefault(row["t"], []).extend(row["c"])
+    return out
+
+
+def test_upsert_keeps_the_last_row_per_key_and_counts_the_folded(
+    server: ServerProcess, writer_token: str
+) -> None:
+    _put(
+        server,
+        writer_token,
+        _cmd(table="puts.once", mode="replace"),
+        pa.table({"k": [1, 2], "v": ["one", "two"]}),
+    )
+    # Key 7 twice in one batch, key 2 in two batches (_put sends three batches): last wins.
+    up = pa.table({"k": [7, 7, 2, 3, 2, 7], "v": ["a", "b", "c", "d", "e", "f"]})
+    result = _put(server, writer_token, _cmd(table="puts.once", mode="upsert", key=["k"]), up)
+    assert result["rows"] == 6 and result["duplicates_folded"] == 3 and result["deleted"] == 1
+    assert server.query(writer_token, "SELECT * FROM puts.once ORDER BY k").to_pydict() == {
+        "k": [1, 2, 3, 7],
+        "v": ["one", "e", "d", "f"],
+    }
+    # latest_by: the greatest value wins, whatever the order; ties go to the last row.
+    newer = pa.table({"k": [5, 5, 5, 6, 6], "v": ["x", "y", "z", "p", "q"], "ts": [3, 9, 1, 4, 4]})
+    result = _put(
+        server,
+        writer_token,
+        _cmd(table="puts.once", mode="upsert", key=["k"], latest_by="ts", evolve=True),
+        newer,
+    )
+    assert result["duplicates_folded"] == 3
+    got = server.query(writer_token, "SELECT k, v FROM puts.once WHERE k IN (5, 6) ORDER BY k")
+    assert got.to_pydict() == {"k": [5, 6], "v": ["y", "q"]}
+
+
+def test_duplicate_keys_can_be_refused_with_nothing_written(
+    server: ServerProcess, writer_token: str
+) -> None:
+    _put(server, writer_token, _cmd(table="puts.dup", mode="replace"), pa.table({"k": [1]}))
+    with pytest.raises(pa.ArrowInvalid, match=r"repeating a key, e\.g\. k=9 \(2 rows\)"):
+        _put(
+            server,
+            writer_token,
+            _cmd(table="puts.dup", mode="upsert", key=["k"], on_duplicate_key="error"),
+            pa.table({"k": [9, 8, 9]}),
+        )
+    assert server.query(writer_token, "SELECT k FROM puts.dup").to_pydict() == {"k": [1]}
+    # Reconcile counts repeated keys the same way (they delete nothing twice).
+    result = _put(
+        server,
+        writer_token,
+        _cmd(table="puts.dup", mode="reconcile", key=["k"]),
+        pa.table({"k": [1, 1, 1]}),
+    )
+    assert (result["duplicates_folded"], result["deleted"]) == (2, 0)
+
+
+def test_primary_key_and_not_null_become_constraints_and_guard_later_loads(
+    server: ServerProcess, writer_token: str
+) -> None:
+    rows = pa.table({"id": [1, 2, 1], "name": ["a", "b", "c"], "note": [None, "n", None]})
+    result = _put(
+        server,
+        writer_token,
+        _cmd(table="puts.keyed", mode="replace", primary_key=["id"], not_null=["name"]),
+        rows,
+    )
+    assert result["duplicates_folded"] == 1
+    assert result["constraints"] == {"primary_key": ["id"], "not_null": ["id", "name"]}
+    assert _constraints(server, writer_token, "puts.keyed") == {
+        "NOT NULL": ["id", "name"],
+        "PRIMARY KEY": ["id"],
+    }
+    # An append repeating a key already in the table, or a NULL name: refused, nothing written.
+    with pytest.raises(pa.ArrowInvalid, match="breaks a constraint.*Duplicate key"):
+        _put(
+            server,
+            writer_token,
+            _cmd(table="puts.keyed"),
+            pa.table({"id": [3, 2], "name": ["x", "y"]}),
+        )
+    with pytest.raises(pa.ArrowInvalid, match="breaks a constraint.*NOT NULL"):
+        _put(
+            server,
+            writer_token,
+            _cmd(table="puts.keyed", mode="upsert", key=["id"]),
+            pa.table({"id": [4, 5], "name": ["x", None]}),
+        )
+    assert server.query(writer_token, "SELECT * FROM puts.keyed ORDER BY id").to_pydict() == {
+        "id": [1, 2],
+        "name": ["c", "b"],
+        "note": [None, "n"],
+    }
+    # The key is an index: a point lookup scans the index, not the table.
+    plan = server.query(
+        server.admin_token, "EXPLAIN ANALYZE SELECT * FROM puts.keyed WHERE id = 2"
+    ).to_pylist()
+    assert "Index Scan" in plan[0]["explain_value"]
+
+
+def test_constraints_are_brought_to_an_existing_table(
+    server: ServerProcess, writer_token: str
+) -> None:
+    _put(
+        server,
+        writer_token,
+        _cmd(table="puts.later", mode="replace"),
+        pa.table({"id": pa.array([1, 2], pa.int32()), "v": ["a", None]}),
+    )
+    # A key added to a table that had none; a NOT NULL its rows break is refused.
+    with pytest.raises(pa.ArrowInvalid, match="NOT NULL"):
+        _put(
+            server,
+            writer_token,
+            _cmd(table="puts.later", mode="upsert", key=["id"], primary_key=["id"], not_null=["v"]),
+            pa.table({"id": pa.array([3], pa.int32()), "v": ["c"]}),
+        )
+    result = _put(
+        server,
+        writer_token,
+        _cmd(table="puts.later", mode="upsert", key=["id"], primary_key=["id"], not_null=[]),
+        pa.table({"id": pa.array([3], pa.int32()), "v": ["c"]}),
+    )
+    assert result["constraints"] == {"primary_key": ["id"], "not_null": ["id"]}
+    # The key column widens (INTEGER -> BIGINT): DuckDB cannot alter a key column in
+    # place, so the table is rebuilt in the load's transaction, key and rows kept.
+    wider = pa.table({"id": pa.array([2**40], pa.int64()), "v": ["big"]})
+    result = _put(
+        server,
+        writer_token,
+        _cmd(table="puts.later", mode="upsert", key=["id"], evolve=True, primary_key=["id"]),
+        wider,
+    )
+    assert result["schema_changes"]["widened"] == ["id"]
+    got = server.query(writer_token, "SELECT * FROM puts.later ORDER BY id")
+    assert got.schema.field("id").type == pa.int64()
+    assert got.to_pydict() == {"id": [1, 2, 3, 2**40], "v": ["a", None, "c", "big"]}
+    assert _constraints(server, writer_token, "puts.later")["PRIMARY KEY"] == ["id"]
+
+
+def test_put_descriptions_fill_what_is_not_described_yet(
+    server: ServerProcess, writer_token: str
+) -> None:
+    """A sync sends its source's comments with the load (`descriptions`); they become the
+    table's and columns' descriptions where none is set, and never replace an admin's."""
+    t = pa.table({"id": [1], "city": ["Oslo"]})
+    words = {"table": "one row per office", "columns": {"city": "where it is", "nope": "x"}}
+    _put(server, writer_token, _cmd(table="puts.offices", mode="replace", descriptions=words), t)
+
+    def described() -> dict:
+        with server.http() as http:
+            tables = http.get("/api/v1/tables").json()
+        return next(x for x in tables if x["schema"] == "puts" and x["name"] == "offices")
+
+    entry = described()
+    assert entry["description"] == "one row per office"
+    assert {c["name"]: c.get("description") for c in entry["columns"]} == {
+        "id": None,
+        "city": "where it is",
+    }
+    with server.http() as http:
+        r = http.patch("/api/v1/tables/puts/offices", json={"columns": {"city": "by ops"}})
+        assert r.status_code == 200, r.text
+    _put(server, writer_token, _cmd(table="puts.offices", mode="replace", descriptions=words), t)
+    assert {c["name"]: c.get("description") for c in described()["columns"]}["city"] == "by ops"
+    with pytest.raises(pa.ArrowInvalid, match=r"\[invalid_argument\] descriptions"):
+        _put(server, writer_token, _cmd(table="puts.offices", descriptions={"oops": 1}), t)
+    # A dropped table's descriptions go with it: a new table of that name starts bare.
+    server.execute(writer_token, "DROP TABLE puts.offices")
+    server.execute(writer_token, "CREATE TABLE puts.offices (id INTEGER, city VARCHAR)")
+    entry = described()
+    assert entry["description"] is None
+    assert all(c.get("description") is None for c in entry["columns"])

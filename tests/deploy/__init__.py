@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.metadata as metadata
 import re
 import tomllib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -65,10 +66,37 @@ def healthcheck_argv(service: dict[str, Any]) -> list[str]:
 
 
 API_DOC = REPO / "docs" / "api.md"
+README = REPO / "README.md"
 DEPLOYMENT_DOC = REPO / "docs" / "deployment.md"
 
 #: `<!-- example: KIND -->` on the line before a ```python block says where it runs.
 _EXAMPLE = re.compile(r"<!-- example: (?P<kind>[a-z]+) -->\n```python\n(?P<code>.*?)\n```", re.S)
+
+
+#: Any marked ```sh or ```python block: `<!-- example: KIND -->` or
+#: `<!-- example: skip (why it cannot run here) -->`.
+_MARKED = re.compile(
+    r"<!-- example: (?P<kind>[a-z]+)(?: \((?P<why>[^)]*)\))? -->\n"
+    r"```(?P<lang>sh|python)\n(?P<code>.*?)\n```",
+    re.S,
+)
+
+
+@dataclass(frozen=True)
+class Example:
+    kind: str  # shell, python, plain (api.md), tls, mtls, skip
+    lang: str  # sh or python
+    code: str
+
+
+def marked_examples(doc: Path) -> list[Example]:
+    """Every marked shell and Python block of `doc`, in document order."""
+    return [Example(m["kind"], m["lang"], m["code"]) for m in _MARKED.finditer(doc.read_text())]
+
+
+def code_blocks(doc: Path) -> int:
+    """How many ```sh and ```python blocks `doc` has (each needs a marker)."""
+    return len(re.findall(r"^```(?:sh|python)$", doc.read_text(), re.M))
 
 
 def doc_examples(kind: str) -> list[str]:

@@ -9,6 +9,7 @@ Flower, Redis, the Snowflake emulator).
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata as metadata
 import os
 import re
@@ -26,7 +27,6 @@ from typing import Any
 
 import click
 import pytest
-import redis
 from dotenv import dotenv_values
 
 from agentdata.cli import cli
@@ -44,10 +44,10 @@ from tests.deploy import (
     lock_pins,
     runtime_requirements,
 )
+from tests.support.redis_db import scratch_database
 from tests.support.server import ServerProcess, free_port
 
 #: This module's own Redis database (flushed before and after, never another's).
-REDIS_URL = "redis://127.0.0.1:6379/13"
 AGENTDATA_SERVICES = ("server", "worker", "beat", "flower")
 SERVICES = {*AGENTDATA_SERVICES, "redis", "snowflake-emulator"}
 SECRETS = ("AGENTDATA_ADMIN_TOKEN", "AGENTDATA_JWT_SECRET", "AGENTDATA_WORKER_TOKEN")
@@ -491,6 +491,25 @@ def test_build_context_has_what_the_dockerfile_copies_and_no_secrets() -> None:
         assert _dockerignore_excludes(path), path
     assert not _dockerignore_excludes(".env.example")
     assert not _dockerignore_excludes("agentdata/settings.py")
+    # Nothing of a developer's machine: IDE settings, editor swap files, logs, caches.
+    for path in (
+        ".idea/workspace.xml",
+        ".vscode/settings.json",
+        "agentdata/.engine.py.swp",
+        "agentdata/engine.py~",
+        ".DS_Store",
+        "serve.log",
+        "agentdata/debug.log",
+        "logs/server.txt",
+        ".hypothesis/examples/x",
+        ".coverage",
+        "htmlcov/index.html",
+        ".mypy_cache/3.11/x.json",
+        "agentdata/__pycache__/engine.cpython-311.pyc",
+        "data-copy/data.duckdb",
+        "docker-compose.override.yml",
+    ):
+        assert _dockerignore_excludes(path), path
 
     # The wheel stage copies exactly the packages pyproject ships.
     project = tomllib.loads((REPO / "pyproject.toml").read_text())
@@ -618,6 +637,8 @@ class Running:
     log: Path
     probe: list[str]
     env: dict[str, str]
+    #: A Redis database no worker listens on (where the health probes must fail).
+    empty_redis_url: str
 
     def wait_started(self, marker: str, timeout: float = 120) -> None:
         """Wait for the log line saying it is up (a probe then needs only one try)."""
@@ -641,8 +662,10 @@ def celery_services(
     Started with the module (autouse) so they boot while the tests above run; their
     tests come last.
     """
-    r = redis.Redis.from_url(REDIS_URL)
-    r.flushdb()
+    stack = contextlib.ExitStack()
+    redis_url = stack.enter_context(scratch_database())
+    # A second, where no worker listens: the health probes must fail against it.
+    empty_url = stack.enter_context(scratch_database())
     work = tmp_path_factory.mktemp("celery")
     flower_port = free_port()
     running: dict[str, Running] = {}
@@ -653,7 +676,7 @@ def celery_services(
                 {
                     **_environment(service),
                     # What .env and the compose network provide, pointed at this machine.
-                    "AGENTDATA_REDIS_URL": REDIS_URL,
+                    "AGENTDATA_REDIS_URL": redis_url,
                     # (No task runs here: the server's URLs are never called.)
                     "AGENTDATA_ADMIN_TOKEN": "adt_compose_test" if name == "worker" else "",
                     "AGENTDATA_SERVER_URL": "http://127.0.0.1:9",
@@ -679,7 +702,7 @@ def celery_services(
                     stdout=out,
                     stderr=subprocess.STDOUT,
                 )
-            running[name] = Running(name, proc, log, probe, env)
+            running[name] = Running(name, proc, log, probe, env, empty_url)
         yield running
     finally:
         for item in running.values():
@@ -691,7 +714,7 @@ def celery_services(
             except subprocess.TimeoutExpired:
                 item.proc.kill()
                 item.proc.wait()
-        r.flushdb()
+        stack.close()
 
 
 @pytest.mark.parametrize("name", ["worker", "beat", "flower"])
@@ -706,7 +729,7 @@ def test_celery_service_health_check_passes_against_the_real_process(
         assert node in item.probe[-1]
         # ... and fails where this node is not (a broker no worker listens on); started
         # now because it waits out its timeout while the service boots.
-        elsewhere = {**item.env, "AGENTDATA_REDIS_URL": REDIS_URL.replace("/13", "/14")}
+        elsewhere = {**item.env, "AGENTDATA_REDIS_URL": item.empty_redis_url}
         negative = subprocess.Popen(item.probe, env=elsewhere, cwd=REPO)
     item.wait_started(STARTED[name])
     _wait_healthy(name, item.probe, item.env, item.proc, item.log)

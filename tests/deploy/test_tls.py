@@ -22,18 +22,17 @@ from pathlib import Path
 import httpx
 import pyarrow.flight as fl
 import pytest
-import redis
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from tests.deploy import doc_examples, healthcheck_argv, load_compose, run_example
+from tests.support.redis_db import scratch_database
 from tests.support.server import REPO, ServerProcess, free_port, start_server
 
 DEMO_ROWS = 5_000
 #: This module's Redis database, for the TLS server with a Celery worker.
-REDIS_URL = "redis://127.0.0.1:6379/11"
 
 
 # -- a throw-away PKI ----------------------------------------------------------------------
@@ -226,7 +225,10 @@ def test_adbc_flight_sql_client_over_tls(tls_server: ServerProcess, pki: Pki) ->
         "adbc.flight.sql.client_option.tls_root_certs": pki.ca.pem().decode(),
     }
     url = f"grpc+tls://127.0.0.1:{tls_server.flight_port}"
-    with flight_sql.connect(url, db_kwargs=db_kwargs) as conn, conn.cursor() as cur:
+    with (
+        flight_sql.connect(url, db_kwargs=db_kwargs, autocommit=True) as conn,
+        conn.cursor() as cur,
+    ):
         cur.execute("SELECT count(*) AS n FROM demo.orders")
         assert cur.fetchone() == (DEMO_ROWS,)
 
@@ -358,7 +360,10 @@ def test_adbc_flight_sql_client_with_a_client_certificate(
         "adbc.flight.sql.client_option.mtls_private_key": pki.client.key_pem().decode(),
     }
     url = f"grpc+tls://127.0.0.1:{mtls_server.flight_port}"
-    with flight_sql.connect(url, db_kwargs=db_kwargs) as conn, conn.cursor() as cur:
+    with (
+        flight_sql.connect(url, db_kwargs=db_kwargs, autocommit=True) as conn,
+        conn.cursor() as cur,
+    ):
         cur.execute("SELECT count(*) AS n FROM demo.orders")
         assert cur.fetchone() == (DEMO_ROWS,)
 
@@ -382,20 +387,27 @@ def test_compose_health_check_passes_under_mutual_tls(mtls_server: ServerProcess
 
 # -- TLS with Celery workers, as docker-compose runs them -----------------------------------
 @pytest.fixture(scope="module")
-def tls_with_worker(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def redis_url() -> Iterator[str]:
+    """A Redis database of this module's own (tests/support/redis_db.py)."""
+    with scratch_database() as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def tls_with_worker(
+    pki: Pki, tmp_path_factory: pytest.TempPathFactory, redis_url: str
+) -> Iterator[ServerProcess]:
     """A TLS server using Redis, and a worker that trusts the CA (the compose TLS override)."""
-    broker = redis.Redis.from_url(REDIS_URL)
-    broker.flushdb()
     work = tmp_path_factory.mktemp("tls-celery")
     srv = start_server(
         work / "data",
-        env={**_tls_env(pki, mutual=False), "AGENTDATA_REDIS_URL": REDIS_URL},
+        env={**_tls_env(pki, mutual=False), "AGENTDATA_REDIS_URL": redis_url},
         demo_rows=DEMO_ROWS,
         tls=pki.client_context(),
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTDATA_")}
     env.update(
-        AGENTDATA_REDIS_URL=REDIS_URL,
+        AGENTDATA_REDIS_URL=redis_url,
         AGENTDATA_SERVER_URL=srv.http_url,
         AGENTDATA_FLIGHT_URL=srv.flight_url,
         # Workers trust the certificate (or CA) named by AGENTDATA_TLS_CERT.
@@ -427,7 +439,6 @@ def tls_with_worker(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> Itera
             worker.kill()
             worker.wait()
         srv.stop()
-        broker.flushdb()
 
 
 def test_celery_worker_exports_from_a_tls_server(tls_with_worker: ServerProcess) -> None:

@@ -206,10 +206,60 @@ def test_xdbc_type_info(server: ServerProcess, reader_token: str) -> None:
 @pytest.mark.parametrize(
     "command",
     [
+        pb.CommandGetImportedKeys(table="orders", db_schema="demo"),
         pb.CommandGetExportedKeys(table="customers"),
-        pb.CommandGetCrossReference(pk_table="a", fk_table="b"),
-        pb.CommandStatementSubstraitPlan(plan=pb.SubstraitPlan(plan=b"x", version="0.1")),
+        pb.CommandGetCrossReference(pk_table="customers", fk_table="orders"),
     ],
+    ids=lambda c: c.DESCRIPTOR.name,
+)
+def test_foreign_key_commands_answer_empty_typed_results(
+    server: ServerProcess, reader_token: str, command: message.Message
+) -> None:
+    """SQLAlchemy dialects and JDBC tools call these to draw relationships: an empty
+    result in the spec's schema, announced by GetFlightInfo and GetSchema alike."""
+    table = fetch(server, reader_token, command)
+    assert table.num_rows == 0
+    assert table.schema.names == [
+        "pk_catalog_name",
+        "pk_db_schema_name",
+        "pk_table_name",
+        "pk_column_name",
+        "fk_catalog_name",
+        "fk_db_schema_name",
+        "fk_table_name",
+        "fk_column_name",
+        "key_sequence",
+        "fk_key_name",
+        "pk_key_name",
+        "update_rule",
+        "delete_rule",
+    ]
+    assert table.schema.field("key_sequence").type == pa.int32()
+    assert table.schema.field("update_rule").type == pa.uint8()
+    assert not table.schema.field("pk_table_name").nullable
+    assert table.schema.field("fk_key_name").nullable
+    schema = (
+        server.flight()
+        .get_schema(fl.FlightDescriptor.for_command(pack(command)), server.options(reader_token))
+        .schema
+    )
+    assert schema == table.schema
+
+
+def test_adbc_sees_no_foreign_keys(connect: Connect, reader_token: str) -> None:
+    objects = connect(reader_token).adbc_get_objects(depth="all").read_all().to_pylist()
+    constraints = [
+        c
+        for s in objects[0]["catalog_db_schemas"]
+        for t in s["db_schema_tables"] or []
+        for c in t["table_constraints"] or []
+    ]
+    assert all(c["constraint_type"] != "FOREIGN KEY" for c in constraints)
+
+
+@pytest.mark.parametrize(
+    "command",
+    [pb.CommandStatementSubstraitPlan(plan=pb.SubstraitPlan(plan=b"x", version="0.1"))],
 )
 def test_unsupported_commands_say_so(
     server: ServerProcess, reader_token: str, command: message.Message

@@ -76,10 +76,13 @@ def test_positional_parameters(connect: Connect, reader_token: str) -> None:
 def test_parameter_schema_is_reported(connect: Connect, reader_token: str) -> None:
     cur = connect(reader_token).cursor()
     params = cur.adbc_prepare("SELECT name FROM demo.customers WHERE id = ? AND country = ?")
-    # Two placeholders, by position; their types are left open (NA), as the spec suggests.
+    # Two placeholders, by position, typed as DuckDB infers them from the columns.
     assert params is not None
     assert params.names == ["1", "2"]
-    assert all(t == pa.null() for t in params.types)
+    assert params.types == [pa.int64(), pa.string()]
+    # Where the statement does not say, the type is left open (NA).
+    untyped = cur.adbc_prepare("SELECT ? AS anything")
+    assert untyped is not None and untyped.types == [pa.null()]
     cur.execute("SELECT name FROM demo.customers WHERE id = ? AND country = ?", (1, "nowhere"))
     assert cur.fetchall() == []
 

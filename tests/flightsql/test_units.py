@@ -192,3 +192,80 @@ def test_engine_write_with_parameter_sets_is_all_or_nothing(core: Core) -> None:
         1,
         2,
     ]
+
+
+def test_engine_runs_a_parameter_batch_set_based(core: Core) -> None:
+    from agentdata.param_batches import ParameterBatch
+
+    engine = core.engine
+    engine.execute_write(WRITER, "CREATE TABLE main.batch (k INTEGER PRIMARY KEY, v VARCHAR)")
+    batch = ParameterBatch(pa.table({"0": [1, 2, 3], "1": ["a", None, "c"]}), ["1", "2"])
+    outcome = engine.run_write(
+        WRITER, "INSERT INTO main.batch VALUES (?, upper(?)) RETURNING k, v", param_sets=batch
+    )
+    assert outcome.rows == 3
+    assert outcome.result().to_pylist() == [
+        {"k": 1, "v": "A"},
+        {"k": 2, "v": None},
+        {"k": 3, "v": "C"},
+    ]
+    # All or nothing, as row by row: a repeated key lands none of the batch.
+    dup = ParameterBatch(pa.table({"0": [4, 1], "1": ["d", "x"]}), ["1", "2"])
+    with pytest.raises(Exception, match="(?i)constraint|duplicate"):
+        engine.execute_write(WRITER, "INSERT INTO main.batch VALUES (?, ?)", param_sets=dup)
+    # By name; and a statement that runs row by row (UPDATE) takes the same batch.
+    named = ParameterBatch(pa.table({"v": ["z"], "k": [5]}), ["k", "v"])
+    assert (
+        engine.execute_write(WRITER, "INSERT INTO main.batch VALUES ($k, $v)", param_sets=named)
+        == 1
+    )
+    update = ParameterBatch(pa.table({"0": ["y", "w"], "1": [1, 5]}), ["1", "2"])
+    assert (
+        engine.execute_write(WRITER, "UPDATE main.batch SET v = ? WHERE k = ?", param_sets=update)
+        == 2
+    )
+    got = engine.query_table(READER, "SELECT k, v FROM main.batch ORDER BY k").to_pylist()
+    assert got == [
+        {"k": 1, "v": "y"},
+        {"k": 2, "v": None},
+        {"k": 3, "v": "C"},
+        {"k": 5, "v": "w"},
+    ]
+    # DELETE: a row goes if any set matches it, counted once (as row by row); a batch
+    # column named like a table column does not hide the table's.
+    gone = ParameterBatch(pa.table({"k": [1, 1, 3, 9]}), ["k"])
+    assert engine.execute_write(WRITER, "DELETE FROM main.batch WHERE k = $k", param_sets=gone) == 2
+    # The temporary view of the batch is gone with the statement.
+    tables = engine.query_table(WRITER, "SELECT table_name FROM duckdb_tables()").column(0)
+    assert not [t for t in tables.to_pylist() if t.startswith("__agentdata_params")]
+
+
+@pytest.mark.parametrize(
+    ("sql", "expected"),
+    [
+        ("INSERT INTO t VALUES (?, ?)", 'INSERT INTO t SELECT __p."p0", __p."p1" FROM v AS __p'),
+        (
+            "DELETE FROM s.t WHERE id = ? AND kind <> $2 RETURNING id;",
+            'DELETE FROM s.t WHERE EXISTS (SELECT 1 FROM v AS __p WHERE (id = __p."p0" '
+            'AND kind <> __p."p1"\n)) RETURNING id',
+        ),
+        ("DELETE FROM t WHERE id IN (SELECT k FROM u WHERE k > ?)", None),
+        ("DELETE FROM t USING u WHERE t.id = u.id AND u.k = ?", None),
+        (
+            "insert into s.t (a, b) values ($2, lower($1)) returning a;",
+            'insert into s.t (a, b) SELECT __p."p1", lower(__p."p0") FROM v AS __p returning a',
+        ),
+        ("INSERT INTO t VALUES ('?', ?)", "INSERT INTO t SELECT '?', __p.\"p0\" FROM v AS __p"),
+        ("INSERT INTO t VALUES (?, ?), (?, ?)", None),
+        ("INSERT INTO t VALUES (?) ON CONFLICT DO NOTHING", None),
+        ("INSERT OR REPLACE INTO t VALUES (?)", None),
+        ("INSERT INTO t VALUES (?, DEFAULT)", None),
+        ("INSERT INTO t VALUES ((SELECT max(k) FROM t) + ?)", None),
+        ("INSERT INTO t SELECT ?", None),
+        ("UPDATE t SET a = ? WHERE b = ?", None),
+    ],
+)
+def test_set_based_rewrite(sql: str, expected: str | None) -> None:
+    from agentdata.param_batches import set_based
+
+    assert set_based(sql, "v", {"1": "p0", "2": "p1"}) == expected

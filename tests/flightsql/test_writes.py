@@ -1,9 +1,14 @@
-"""Writes over Flight SQL: bulk ingest (adbc_ingest), updates, prepared updates."""
+"""Writes over Flight SQL: bulk ingest (adbc_ingest), updates, prepared updates, and DML
+with RETURNING on every channel (plain Flight, the `execute` action, ADBC)."""
 
 from __future__ import annotations
 
+import json
+
 import adbc_driver_manager
 import pyarrow as pa
+import pyarrow.flight as fl
+import pyarrow.ipc as ipc
 import pytest
 
 from tests.flightsql.conftest import Connect
@@ -105,6 +110,68 @@ def test_updates_and_parameters(connect: Connect, writer_token: str, reader_toke
     ]
 
 
+def test_executemany_inserts_a_large_batch_as_one_statement(
+    connect: Connect, writer_token: str, reader_token: str
+) -> None:
+    """50,000 parameter sets in one executemany: one set-based INSERT ... SELECT over the
+    bound batch (row by row, this many would take minutes), with every value, NULL and
+    expression intact and in order."""
+    cur = connect(writer_token).cursor()
+    cur.execute("CREATE TABLE main.events (id BIGINT, kind VARCHAR, score DOUBLE, seq INTEGER)")
+    rows = [(i, None if i % 7 == 0 else f"k{i % 5}", i / 4) for i in range(50_000)]
+    cur.executemany(
+        "INSERT INTO main.events (id, kind, score, seq) VALUES (?, upper(?), ? * 2, 1 + $1::INT)",
+        rows,
+    )
+    assert cur.rowcount == 50_000
+    summary = _rows(
+        connect,
+        reader_token,
+        "SELECT count(*), count(kind), sum(score), min(seq), max(seq), "
+        "count(*) FILTER (WHERE kind = 'K3') FROM main.events",
+    )
+    assert summary == [
+        (
+            50_000,
+            50_000 - len(range(0, 50_000, 7)),
+            sum(r[2] * 2 for r in rows),
+            1,
+            50_000,
+            sum(1 for r in rows if r[1] == "k3"),
+        ),
+    ]
+
+
+def test_executemany_with_returning_and_row_by_row_statements(
+    connect: Connect, writer_token: str, reader_token: str
+) -> None:
+    cur = connect(writer_token).cursor()
+    cur.execute("CREATE TABLE main.tags (id INTEGER PRIMARY KEY, tag VARCHAR)")
+    cur.executemany("INSERT INTO main.tags VALUES (?, ?)", [(1, "a"), (2, "b"), (3, "c")])
+    # UPDATE has no set-based form that means the same: its sets run one by one, together.
+    cur.executemany("UPDATE main.tags SET tag = tag || ? WHERE id = ?", [("!", 1), ("?", 3)])
+    assert cur.rowcount == 2
+    # Several VALUES rows, or ON CONFLICT, also run row by row.
+    cur.executemany(
+        "INSERT INTO main.tags VALUES (?, ?) ON CONFLICT (id) DO UPDATE SET tag = excluded.tag",
+        [(4, "d"), (4, "e")],
+    )
+    assert _rows(connect, reader_token, "SELECT id, tag FROM main.tags ORDER BY id") == [
+        (1, "a!"),
+        (2, "b"),
+        (3, "c?"),
+        (4, "e"),
+    ]
+    # DELETE runs set-based: a row matched by two sets is deleted (and counted) once.
+    cur.executemany("DELETE FROM main.tags WHERE id = ?", [(2,), (2,), (9,)])
+    assert cur.rowcount == 1
+    assert _rows(connect, reader_token, "SELECT id FROM main.tags ORDER BY id") == [
+        (1,),
+        (3,),
+        (4,),
+    ]
+
+
 def test_prepared_update_is_atomic(connect: Connect, writer_token: str, reader_token: str) -> None:
     cur = connect(writer_token).cursor()
     cur.execute("CREATE TABLE main.strict (id INTEGER PRIMARY KEY)")
@@ -134,3 +201,85 @@ def test_statement_update_without_prepare(
         as_reader.execute_update()
     as_reader.close()
     assert _rows(connect, reader_token, "SELECT sum(x) FROM main.direct") == [(6,)]
+
+
+# -- DML with RETURNING ------------------------------------------------------------------
+
+
+def _flight_command(server: ServerProcess, token: str, sql: str) -> tuple[pa.Schema, pa.Table]:
+    """Plain Flight: GetFlightInfo of a command (its stated schema), then DoGet."""
+    client = server.flight()
+    options = server.options(token)
+    descriptor = fl.FlightDescriptor.for_command(sql.encode())
+    info = client.get_flight_info(descriptor, options)
+    assert client.get_schema(descriptor, options).schema == info.schema
+    return info.schema, client.do_get(info.endpoints[0].ticket, options).read_all()
+
+
+def _execute_action(server: ServerProcess, token: str, sql: str) -> tuple[dict, pa.Table | None]:
+    results = list(
+        server.flight().do_action(fl.Action("execute", sql.encode()), server.options(token))
+    )
+    summary = json.loads(results[0].body.to_pybytes())
+    returned = ipc.open_stream(results[1].body).read_all() if len(results) > 1 else None
+    return summary, returned
+
+
+def test_returning_gives_the_returned_rows_on_every_channel(
+    server: ServerProcess, connect: Connect, writer_token: str, reader_token: str
+) -> None:
+    server.execute(writer_token, "CREATE TABLE main.ret (a INTEGER, j JSON)")
+    # Plain Flight: the stated schema is the returned columns', before anything runs.
+    schema, got = _flight_command(
+        server,
+        writer_token,
+        "INSERT INTO main.ret VALUES (10, NULL), (20, NULL), (30, '{}') RETURNING a",
+    )
+    assert schema == got.schema == pa.schema([pa.field("a", pa.int32())])
+    assert got.to_pydict() == {"a": [10, 20, 30]}
+    schema, got = _flight_command(
+        server,
+        writer_token,
+        "UPDATE main.ret AS r SET a = a + 1 WHERE a > 10 RETURNING r.a, a * 2 AS twice",
+    )
+    assert schema == got.schema and got.to_pydict() == {"a": [21, 31], "twice": [42, 62]}
+
+    # The execute action: the count, then the rows as an Arrow IPC stream.
+    summary, returned = _execute_action(
+        server, writer_token, "DELETE FROM main.ret WHERE a = 21 RETURNING a, j"
+    )
+    assert summary == {"rows": 1, "returning": ["a", "j"]}
+    assert returned is not None and returned.to_pydict() == {"a": [21], "j": [None]}
+    assert returned.schema.field("j").type == pa.json_()  # JSON columns say so
+    summary, returned = _execute_action(server, writer_token, "UPDATE main.ret SET a = a")
+    assert summary == {"rows": 2} and returned is None  # plain DML: the count only
+
+    # ADBC (Flight SQL), a statement and a prepared one: rows back, rowcount = rows.
+    cur = connect(writer_token).cursor()
+    cur.execute("INSERT INTO main.ret VALUES (40, NULL), (50, '[1]') RETURNING a, j")
+    assert cur.fetchall() == [(40, None), (50, "[1]")]
+    assert cur.rowcount == 2
+    cur.execute("DELETE FROM main.ret WHERE a >= ? RETURNING a", (40,))
+    assert sorted(cur.fetchall()) == [(40,), (50,)]
+    stmt = adbc_driver_manager.AdbcStatement(connect(writer_token).adbc_connection)
+    stmt.set_sql_query("UPDATE main.ret SET a = a + 100 RETURNING a")
+    assert stmt.execute_update() == 2  # rows changed (= rows returned)
+    stmt.close()
+    assert _rows(connect, reader_token, "SELECT a FROM main.ret ORDER BY a") == [(110,), (131,)]
+    # MERGE ... RETURNING: no SELECT states its columns; the schema is still exact.
+    schema, got = _flight_command(
+        server,
+        writer_token,
+        "MERGE INTO main.ret USING (SELECT 110 AS a) s ON ret.a = s.a "
+        "WHEN MATCHED THEN UPDATE SET a = 7 RETURNING merge_action, a",
+    )
+    assert schema == got.schema and got.to_pylist() == [{"merge_action": "UPDATE", "a": 7}]
+    assert _rows(connect, reader_token, "SELECT a FROM main.ret ORDER BY a") == [(7,), (131,)]
+
+
+def test_returning_is_a_write_for_readers(
+    server: ServerProcess, connect: Connect, reader_token: str
+) -> None:
+    with pytest.raises(fl.FlightUnauthorizedError, match="may only read"):
+        _flight_command(server, reader_token, "DELETE FROM main.ret RETURNING a")
+    assert _rows(connect, reader_token, "SELECT count(*) FROM main.ret") == [(2,)]

@@ -16,6 +16,7 @@ from contextlib import contextmanager
 
 import pyarrow.flight as fl
 
+from agentdata.timestamps import seconds
 from tests.security.conftest import SLACK_S, Lab
 from tests.tasks.support import start_export, wait_job, wait_until
 
@@ -104,7 +105,7 @@ def test_revoking_a_token_ends_its_running_stream(lab: Lab) -> None:
 
 def test_an_expiring_token_ends_its_running_stream(lab: Lab) -> None:
     record = lab.server.create_token("reader", name="short-lived", ttl_seconds=3)
-    expires_at = float(record["expires_at"])
+    expires_at = seconds(record["expires_at"])
     with _stream(lab, record["token"]) as reader:
         error, batches = _read_slowly(reader, until=expires_at - 0.5)
         assert error is None and batches > 0, f"no stream before expiry: {error}"

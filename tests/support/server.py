@@ -138,12 +138,44 @@ def start_server(
         stderr=subprocess.STDOUT,
     )
     server = ServerProcess(data_dir, flight_port, http_port, admin, proc, log_path, full_env, tls)
+    return _wait_healthy(server, wait)
+
+
+def restart_server(server: ServerProcess, *, wait: float = 60) -> ServerProcess:
+    """Kill `server` (SIGKILL: no clean shutdown, as when a machine dies) and start it
+    again with the same ports, data dir, admin token and settings."""
+    if server.proc.poll() is None:
+        server.proc.kill()
+        server.proc.wait()
+    log_file = open(server.log_path, "ab")  # noqa: SIM115 - lives as long as the process
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "agentdata", "serve"],
+        cwd=REPO,
+        env=server.env,
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+    )
+    again = ServerProcess(
+        server.data_dir,
+        server.flight_port,
+        server.http_port,
+        server.admin_token,
+        proc,
+        server.log_path,
+        server.env,
+        server.tls,
+    )
+    return _wait_healthy(again, wait)
+
+
+def _wait_healthy(server: ServerProcess, wait: float) -> ServerProcess:
+    """Wait until the server answers /healthz (it exiting, or the deadline, is an error)."""
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}:\n{server.log()}")
+        if server.proc.poll() is not None:
+            raise RuntimeError(f"server exited with {server.proc.returncode}:\n{server.log()}")
         try:
-            health = httpx.get(f"{server.http_url}/healthz", timeout=1, verify=tls or True)
+            health = httpx.get(f"{server.http_url}/healthz", timeout=1, verify=server.tls or True)
             if health.status_code == 200:
                 return server
         except httpx.HTTPError:

@@ -114,3 +114,15 @@ def kill_9(proc: subprocess.Popen[bytes]) -> None:
     """SIGKILL the process and everything in its group: no clean-up, no acknowledgement."""
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
+
+
+def cli(server: ServerProcess, *args: str) -> subprocess.CompletedProcess[str]:
+    """`agentdata sync ARGS` against `server` as its admin."""
+    return subprocess.run(
+        [sys.executable, "-m", "agentdata", "sync", *args],
+        cwd=REPO,
+        env={**server.env, "AGENTDATA_URL": server.http_url, "AGENTDATA_TOKEN": server.admin_token},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )

@@ -241,6 +241,8 @@ def test_large_table_streams_in_bounded_batches(
     extraction = extractor.extract(
         "BIG", progress=lambda rows, nbytes: progress.append((rows, nbytes))
     )
+    # The source says how many rows are coming (the job's progress percentage).
+    assert extraction.estimated_rows == BIG_ROWS
     first = next(extraction)
     assert extraction.rows == first.num_rows < BIG_ROWS  # nothing read ahead
     batches = [first, *extraction]

@@ -22,10 +22,13 @@ from typing import Any
 
 import pyarrow.flight as fl
 import pytest
-import redis
 
+from agentdata.timestamps import seconds
 from tests.support.fakesnow_server import FakesnowServer
+from tests.support.redis_db import scratch_database
 from tests.support.server import ServerProcess, start_server
+from tests.sync.correctness_cases import *  # noqa: F403 - the shared cases run here too
+from tests.sync.correctness_cases import SYNC_BATCH_ROWS
 from tests.sync.support import (
     create_spec,
     job,
@@ -43,7 +46,6 @@ from tests.sync.support import (
 from tests.sync.test_extract import ALL_TYPES_DDL, ALL_TYPES_ROWS, EXPECTED
 from tests.tasks.support import wait_until
 
-REDIS_URL = "redis://127.0.0.1:6379/9"
 BIG_ROWS = 500_000
 MID_ROWS = 200_000
 MAX_ROWS_PER_S = 250_000
@@ -110,8 +112,14 @@ def _seed(snow: FakesnowServer) -> None:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    redis.Redis.from_url(REDIS_URL).flushdb()
+def redis_url() -> Iterator[str]:
+    """A Redis database of this module's own (tests/support/redis_db.py)."""
+    with scratch_database() as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[Stack]:
     root = tmp_path_factory.mktemp("sync-celery")
     snow = FakesnowServer(data_dir=root / "snow")  # its port is chosen now
     # The emulator, the server, the worker and beat start side by side (each takes seconds).
@@ -121,9 +129,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     server = None
     stack = None
     try:
-        server = start_server(root / "data", env={"AGENTDATA_REDIS_URL": REDIS_URL})
+        server = start_server(root / "data", env={"AGENTDATA_REDIS_URL": redis_url})
         settings = {
-            "AGENTDATA_REDIS_URL": REDIS_URL,
+            "AGENTDATA_REDIS_URL": redis_url,
             "AGENTDATA_EXPORT_PROGRESS_EVERY_S": "0.2",
             # Retries every 0-2, 0-4, then 0-8 s, up to 10 times: however the jitter
             # falls, they outlast the emulator's restart.
@@ -134,6 +142,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             "AGENTDATA_BROKER_VISIBILITY_TIMEOUT_S": "10",
             "AGENTDATA_SYNC_SCHEDULE_EVERY_S": "1",
             "AGENTDATA_SYNC_MAX_ROWS_PER_S": str(MAX_ROWS_PER_S),
+            "AGENTDATA_SYNC_BATCH_ROWS": str(SYNC_BATCH_ROWS),
             "AGENTDATA_MAINTENANCE_JOBS_EVERY_S": "0",
             "AGENTDATA_MAINTENANCE_EXPORTS_EVERY_S": "0",
             "AGENTDATA_MAINTENANCE_STALE_EVERY_S": "0",
@@ -171,6 +180,18 @@ def _catch(failures: list[BaseException], call: Any, *args: Any) -> None:
 def http(stack: Stack) -> Iterator[Any]:
     with stack.server.http() as client:
         yield client
+
+
+@pytest.fixture(scope="module")
+def snow(stack: Stack) -> FakesnowServer:
+    """The module's emulator (for the shared cases of correctness_cases.py)."""
+    return stack.snow
+
+
+@pytest.fixture(scope="module")
+def server(stack: Stack) -> ServerProcess:
+    """The module's server (for the shared cases of correctness_cases.py)."""
+    return stack.server
 
 
 # -- full sync: every mapped type --------------------------------------------------------
@@ -258,7 +279,17 @@ def test_incremental_merges_inserts_and_updates_and_reconciles_deletes(
     plan = second["result"]["plan"]
     assert (plan["mode"], plan["load"], plan["reconcile"]) == ("incremental", "upsert", True)
     assert plan["watermark"] == "2024-01-01T16:39:00"  # max(UPDATED_AT) of the first load
-    assert plan["since"] == {"column": "UPDATED_AT", "value": "2024-01-01T16:29:00"}
+    # NULL cursors are re-read every run (null_cursor: include, the default with a key).
+    assert plan["since"] == {
+        "column": "UPDATED_AT",
+        "value": "2024-01-01T16:29:00",
+        "or_null": True,
+    }
+    assert second["result"]["null_cursor"] == {
+        "column": "UPDATED_AT",
+        "policy": "include",
+        "rows": 0,
+    }
     # The window: 11 rows at or after 16:29 (lookback re-reads 10), the updated and the new.
     assert second["result"]["rows_loaded"] == 13 and second["result"]["deleted_rows"] == 1
     table = _orders(stack)
@@ -440,7 +471,9 @@ def test_scheduled_sync_fires_on_its_interval(stack: Stack, http: Any) -> None:
         (j for j in jobs if j["params"]["name"] == "scheduled"), key=lambda j: j["created_at"]
     )
     assert len(mine) >= 2 and all(j["params"]["trigger"] == "schedule" for j in mine)
-    assert mine[1]["created_at"] - mine[0]["created_at"] >= 1.9  # the interval, not sooner
+    assert (
+        seconds(mine[1]["created_at"]) - seconds(mine[0]["created_at"]) >= 1.9
+    )  # the interval, not sooner
     assert rows(stack.server, "SELECT count(*) AS n FROM shop.small") == [{"n": 10}]
     assert record["spec"]["schedule"] == 2
 

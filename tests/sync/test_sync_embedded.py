@@ -23,7 +23,9 @@ import pyarrow.flight as fl
 import pytest
 
 from tests.support.fakesnow_server import FakesnowServer
-from tests.support.server import REPO, ServerProcess, start_server
+from tests.support.server import REPO, ServerProcess, restart_server, start_server
+from tests.sync.correctness_cases import *  # noqa: F403 - the shared cases run here too
+from tests.sync.correctness_cases import SYNC_BATCH_ROWS
 from tests.sync.support import (
     create_spec,
     job,
@@ -99,6 +101,7 @@ def server(
             "AGENTDATA_SYNC_MAX_RETRIES": "10",
             "AGENTDATA_SYNC_SCHEDULE_EVERY_S": "0.5",
             "AGENTDATA_SYNC_MAX_ROWS_PER_S": "100000",
+            "AGENTDATA_SYNC_BATCH_ROWS": str(SYNC_BATCH_ROWS),
         },
     )
     try:
@@ -361,3 +364,68 @@ def test_an_upload_applies_only_with_its_end_marker(server: ServerProcess) -> No
         assert rows(server, "SELECT count(*) AS n FROM x.marked") == [{"n": 1}]
     upload(2000)
     assert rows(server, "SELECT count(*) AS n FROM x.marked") == [{"n": 2000}]
+
+
+def test_a_sync_interrupted_by_a_server_restart_is_rerun(
+    snow: FakesnowServer, server: ServerProcess, tmp_path: Path
+) -> None:
+    """SIGKILL an embedded server mid-sync and start it again: the run goes back on the
+    queue under the sync retry policy and ends with the table equal to the source; the
+    job's history shows the interrupted attempt. (A server of its own, so the module's
+    stays up; `server` is asked for because it seeds the emulator.)"""
+    srv = start_server(
+        tmp_path / "data",
+        env={
+            **snow.env(),
+            "AGENTDATA_DEMO": "false",
+            "AGENTDATA_EXPORT_PROGRESS_EVERY_S": "0.2",
+            "AGENTDATA_SYNC_RETRY_BACKOFF_S": "1",
+            "AGENTDATA_SYNC_MAX_ROWS_PER_S": "100000",  # two seconds of loading
+        },
+    )
+    try:
+        with srv.http() as http:
+            create_spec(http, name="slow-restart", source=source_of(snow, "SLOW"), target="x.slow")
+            job_id = start_run(http, "slow-restart")
+            wait_until(lambda: job(http, job_id)["progress_rows"] > 0, timeout=60, what="loading")
+        srv = restart_server(srv)
+        with srv.http() as http:
+            done = wait_for(http, job_id, timeout=120)
+        assert done["state"] == "succeeded", done
+        assert done["attempts"] == 2
+        first, second = done["attempt_history"]
+        assert first["outcome"] == "retrying" and first["error"]["step"] == "runner"
+        assert second["outcome"] == "succeeded"
+        assert rows(srv, "SELECT count(*) AS n, count(DISTINCT ID) AS d FROM x.slow") == [
+            {"n": SLOW_ROWS, "d": SLOW_ROWS}
+        ]
+    finally:
+        srv.stop()
+
+
+def test_snowflake_comments_become_descriptions_an_admin_can_override(
+    snow: FakesnowServer, server: ServerProcess, http: Any
+) -> None:
+    """A table's comment reaches agents as its description (REST, MCP and Flight SQL
+    read the same store); an admin's own words are never overwritten by a later sync.
+    (Column comments take the same path, information_schema.columns; the emulator's
+    server mode cannot set one over the wire, so DoPut's `descriptions` option, which
+    carries them, is tested in tests/dataplane/test_put.py.)"""
+    snow.execute(
+        "create table COMMENTED (ID NUMBER(38,0), NAME VARCHAR) comment = 'one row per shop'",
+        "insert into COMMENTED select 1, 'north'",
+    )
+    create_spec(
+        http, name="commented", source=source_of(snow, "COMMENTED"), target="shop.commented"
+    )
+    run_sync(http, "commented")
+
+    def described() -> dict[str, Any]:
+        tables = http.get("/api/v1/tables").json()
+        return next(t for t in tables if t["schema"] == "shop" and t["name"] == "commented")
+
+    assert described()["description"] == "one row per shop"
+    r = http.patch("/api/v1/tables/shop/commented", json={"description": "curated by ops"})
+    assert r.status_code == 200, r.text
+    run_sync(http, "commented")
+    assert described()["description"] == "curated by ops"

@@ -1,9 +1,10 @@
 """The per-spec sync lock: one holder at a time, refreshed while held, freed when its
-holder dies. Against the real Redis (DB 10, this module's own) and the in-process
-equivalent of embedded mode."""
+holder dies. Against the real Redis (a database this module claims, see
+tests/support/redis_db.py) and the in-process equivalent of embedded mode."""
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Iterator
 
@@ -11,27 +12,36 @@ import pytest
 import redis
 
 from agentdata.settings import Settings
+from tests.support.redis_db import scratch_database
 from workers.sync.lock import KEY_PREFIX, LocalLock, RedisLock, owner_job, sync_lock
 
-REDIS_URL = "redis://127.0.0.1:6379/10"
+
+@pytest.fixture(scope="module")
+def redis_url() -> Iterator[str]:
+    with scratch_database() as url:
+        yield url
 
 
 @pytest.fixture
-def client() -> Iterator[redis.Redis]:
-    c = redis.Redis.from_url(REDIS_URL)
-    c.flushdb()
+def client(redis_url: str) -> Iterator[redis.Redis]:
+    c = redis.Redis.from_url(redis_url)
     yield c
-    c.flushdb()
+    for key in c.scan_iter(KEY_PREFIX + "*"):
+        c.delete(key)
     c.close()
 
 
-def _redis_lock(owner: str, ttl: float = 0.5) -> RedisLock:
-    return RedisLock(redis.Redis.from_url(REDIS_URL), "orders", owner, ttl)
+def _redis_lock(client: redis.Redis, owner: str, ttl: float = 0.5) -> RedisLock:
+    return RedisLock(redis.Redis(connection_pool=client.connection_pool), "orders", owner, ttl)
 
 
 @pytest.mark.parametrize("kind", ["redis", "local"])
 def test_one_holder_at_a_time_and_refreshed_while_held(kind: str, client: redis.Redis) -> None:
-    make = _redis_lock if kind == "redis" else (lambda o, ttl=0.5: LocalLock("orders", o, ttl))
+    make = (
+        functools.partial(_redis_lock, client)
+        if kind == "redis"
+        else (lambda o, ttl=0.5: LocalLock("orders", o, ttl))
+    )
     first, second = make("job1:a"), make("job2:b")
     assert first.try_acquire()
     try:
@@ -52,7 +62,11 @@ def test_one_holder_at_a_time_and_refreshed_while_held(kind: str, client: redis.
 def test_a_dead_holders_lock_expires_and_release_never_frees_anothers(
     kind: str, client: redis.Redis
 ) -> None:
-    make = _redis_lock if kind == "redis" else (lambda o, ttl=0.5: LocalLock("orders", o, ttl))
+    make = (
+        functools.partial(_redis_lock, client)
+        if kind == "redis"
+        else (lambda o, ttl=0.5: LocalLock("orders", o, ttl))
+    )
     dead, heir = make("job1:dead"), make("job1:heir")
     assert dead.try_acquire()
     dead._stop_refreshing()  # the holder stops refreshing, as a killed worker does
@@ -69,7 +83,7 @@ def test_a_dead_holders_lock_expires_and_release_never_frees_anothers(
 
 
 def test_a_lock_taken_over_is_reported_lost(client: redis.Redis) -> None:
-    lock = _redis_lock("job1:a", ttl=0.5)
+    lock = _redis_lock(client, "job1:a", ttl=0.5)
     assert lock.try_acquire()
     try:
         client.set(KEY_PREFIX + "orders", "job2:b")  # someone else holds it now
@@ -79,6 +93,6 @@ def test_a_lock_taken_over_is_reported_lost(client: redis.Redis) -> None:
     assert client.get(KEY_PREFIX + "orders") == b"job2:b"  # not freed by the loser
 
 
-def test_redis_with_a_url_in_process_without(tmp_path: object) -> None:
-    assert isinstance(sync_lock(Settings(redis_url=REDIS_URL), "x", "j:1"), RedisLock)
+def test_redis_with_a_url_in_process_without(redis_url: str) -> None:
+    assert isinstance(sync_lock(Settings(redis_url=redis_url), "x", "j:1"), RedisLock)
     assert isinstance(sync_lock(Settings(redis_url=None), "x", "j:1"), LocalLock)

@@ -12,6 +12,7 @@ import pytest
 
 from agentdata.errors import InvalidArgument
 from agentdata.syncs import parse_spec
+from workers.sync.extract import Since, SourceConstraints, build_query
 from workers.sync.load import reshaper
 from workers.sync.plan import (
     IncompatibleSchema,
@@ -58,6 +59,9 @@ def test_full_mode_replaces_whatever_exists() -> None:
             "table": "sales.orders",
             "mode": "replace",
             "evolve": False,
+            "primary_key": [],
+            "not_null": [],
+            "on_duplicate_key": "fold",
             "snapshot": "q1",
         }
 
@@ -82,7 +86,14 @@ def test_incremental_reads_from_the_watermark_minus_lookback_and_merges_on_the_k
         "mode": "upsert",
         "evolve": True,
         "key": ["ID"],
+        "primary_key": ["ID"],
+        "not_null": [],
+        "on_duplicate_key": "fold",
+        "latest_by": "UPDATED_AT",  # one row per key: the latest by the cursor
     }
+    # NULL cursors default to `include` with a key: read on every run, merged.
+    assert plan.since.nulls and plan.null_cursor is not None
+    assert plan.null_cursor.policy == "include"
 
 
 def test_an_empty_table_reads_the_whole_source() -> None:
@@ -233,3 +244,77 @@ def test_arrow_types_for_the_mapped_duckdb_types() -> None:
     assert arrow_type_of("JSON") == pa.json_(pa.string())
     assert arrow_type_of("INT4") == pa.int32()
     assert arrow_type_of("UUID", pa.string()) == pa.string()
+
+
+# -- keys, NULL cursors, constraints, column types ------------------------------------------
+
+
+def test_the_source_tables_primary_key_is_the_key_when_the_spec_names_none() -> None:
+    declared = SourceConstraints(primary_key=("ID",), not_null=frozenset({"ID", "STATUS"}))
+    plan = plan_run(
+        spec(mode="incremental", cursor="UPDATED_AT"),
+        ORDERS,
+        ORDERS_TABLE,
+        run=2,
+        watermark=dt.datetime(2024, 1, 1),
+        declared=declared,
+    )
+    assert (plan.put_mode, plan.key, plan.key_from) == ("upsert", ("ID",), "source")
+    command = plan.command("sales.orders", None)
+    assert command["primary_key"] == ["ID"] and command["not_null"] == ["ID", "STATUS"]
+    # The spec's own key wins over the source's.
+    mine = plan_run(spec(primary_key=["status"]), ORDERS, MISSING, run=1, declared=declared)
+    assert (mine.key, mine.key_from) == (("STATUS",), "spec")
+
+
+def test_null_cursor_policies_and_their_defaults() -> None:
+    at = dt.datetime(2024, 1, 1)
+    appended = plan_run(
+        spec(mode="incremental", cursor="UPDATED_AT"), ORDERS, ORDERS_TABLE, run=2, watermark=at
+    )
+    assert appended.null_cursor is not None and appended.null_cursor.policy == "error"
+    skip = plan_run(
+        spec(**INCREMENTAL, null_cursor="skip"), ORDERS, ORDERS_TABLE, run=2, watermark=at
+    )
+    assert skip.since is not None and not skip.since.nulls and skip.skip_nulls_of == "UPDATED_AT"
+    first = plan_run(spec(**INCREMENTAL, null_cursor="skip"), ORDERS, MISSING, run=1)
+    assert first.mode == "full" and first.skip_nulls_of == "UPDATED_AT"
+    with pytest.raises(InvalidArgument, match="null_cursor: include .* needs a key"):
+        plan_run(
+            spec(mode="incremental", cursor="UPDATED_AT", null_cursor="include"),
+            ORDERS,
+            ORDERS_TABLE,
+            run=2,
+        )
+    # A cursor Snowflake declares NOT NULL has nothing to count or filter.
+    declared = SourceConstraints(not_null=frozenset({"UPDATED_AT"}))
+    strict = plan_run(
+        spec(**INCREMENTAL, null_cursor="skip"), ORDERS, ORDERS_TABLE, run=2, declared=declared
+    )
+    assert strict.null_cursor is not None and not strict.null_cursor.nullable
+    assert strict.skip_nulls_of is None
+
+
+def test_the_extraction_query_reads_null_cursors_or_leaves_them_out() -> None:
+    assert build_query("DB.S.T", since=Since("C", 5, nulls=True)) == (
+        'SELECT * FROM DB.S.T WHERE ("C" >= ? OR "C" IS NULL)',
+        [5],
+    )
+    assert build_query("DB.S.T", not_null="C") == ('SELECT * FROM DB.S.T WHERE "C" IS NOT NULL', [])
+    assert build_query("DB.S.T", since=Since("C", 5), not_null="C") == (
+        'SELECT * FROM DB.S.T WHERE "C" >= ? AND "C" IS NOT NULL',
+        [5],
+    )
+
+
+def test_column_types_load_numbers_as_another_numeric_type() -> None:
+    columns = [SourceColumn.parse("ID", "NUMBER(38,0)"), SourceColumn.parse("NAME", "VARCHAR")]
+    targets = map_columns(columns, {"ID": "BIGINT"})
+    assert (targets[0].duckdb_type, targets[0].arrow_type) == ("BIGINT", pa.int64())
+    with pytest.raises(InvalidArgument, match="only NUMBER columns"):
+        map_columns(columns, {"NAME": "BIGINT"})
+    with pytest.raises(InvalidArgument, match="which the source does not have"):
+        map_columns(columns, {"GONE": "BIGINT"})
+    with pytest.raises(InvalidArgument, match="column_types: ID: 'TEXT' is not one of"):
+        spec(column_types={"ID": "TEXT"})
+    assert spec(column_types={"id": "decimal(12, 2)"}).column_types == {"id": "DECIMAL(12,2)"}

@@ -10,9 +10,11 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pyarrow as pa
@@ -20,7 +22,9 @@ import pytest
 import redis
 
 from agentdata.dispatch import DEFAULT_QUEUE, TASK_KINDS
-from tests.support.server import REPO, ServerProcess, free_port, start_server
+from agentdata.timestamps import seconds
+from tests.support.redis_db import scratch_database
+from tests.support.server import REPO, ServerProcess, free_port, restart_server, start_server
 from tests.tasks.support import (
     TRICKY_QUERY,
     create_tricky_table,
@@ -35,7 +39,6 @@ from tests.tasks.support import (
 )
 from tests.tasks.test_exports_embedded import SLOW_SQL
 
-REDIS_URL = "redis://127.0.0.1:6379/7"
 EXPORT_AGE_S = 8.0
 WORKER_NAME = "tasks-test@%h"
 
@@ -71,26 +74,37 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    redis.Redis.from_url(REDIS_URL).flushdb()
+def redis_url() -> Iterator[str]:
+    """A Redis database of this module's own (tests/support/redis_db.py)."""
+    with scratch_database() as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[Stack]:
     root = tmp_path_factory.mktemp("celery")
     maintenance = {
         "AGENTDATA_MAINTENANCE_EXPORT_AGE_S": str(EXPORT_AGE_S),
         "AGENTDATA_MAINTENANCE_EXPORTS_EVERY_S": "2",
         "AGENTDATA_MAINTENANCE_JOBS_EVERY_S": "0",
         "AGENTDATA_MAINTENANCE_STALE_EVERY_S": "0",
+        "AGENTDATA_MAINTENANCE_RETRY_BACKOFF_S": "1",
+        # Retries 0-2 s, 0-4 s, ... apart, five of them: however the jitter falls, they
+        # outlast a server restart (the test kills the server mid-export).
+        "AGENTDATA_EXPORT_RETRY_BACKOFF_S": "2",
+        "AGENTDATA_EXPORT_MAX_RETRIES": "5",
     }
     server = start_server(
         root / "data",
         env={
-            "AGENTDATA_REDIS_URL": REDIS_URL,
+            "AGENTDATA_REDIS_URL": redis_url,
             "AGENTDATA_QUERY_TIMEOUT_S": "120",
             **maintenance,
         },
     )
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("AGENTDATA_")},
-        "AGENTDATA_REDIS_URL": REDIS_URL,
+        "AGENTDATA_REDIS_URL": redis_url,
         "AGENTDATA_SERVER_URL": server.http_url,
         "AGENTDATA_FLIGHT_URL": server.flight_url,
         "AGENTDATA_WORKER_TOKEN": server.admin_token,
@@ -234,11 +248,13 @@ def test_beat_runs_the_exports_rule_through_the_worker(stack: Stack, reader: str
     assert "Scheduler: Sending due task maintenance-exports" in beat_log
 
 
-def test_flower_runs_on_our_app_and_sees_the_worker(stack: Stack, tmp_path: Path) -> None:
+def test_flower_runs_on_our_app_and_sees_the_worker(
+    stack: Stack, tmp_path: Path, redis_url: str
+) -> None:
     port = free_port()
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("AGENTDATA_")},
-        "AGENTDATA_REDIS_URL": REDIS_URL,
+        "AGENTDATA_REDIS_URL": redis_url,
     }
     flower = _spawn(["flower", "--port", str(port)], env, tmp_path / "flower.log")
     try:
@@ -271,12 +287,12 @@ def test_worker_commands_need_a_redis_url() -> None:
         assert "AGENTDATA_REDIS_URL" in proc.stderr
 
 
-def test_no_credential_reaches_logs_results_or_monitoring(stack: Stack) -> None:
+def test_no_credential_reaches_logs_results_or_monitoring(stack: Stack, redis_url: str) -> None:
     # Delegated job credentials are JWTs ("eyJ..."); the admin token is known.
     logs = stack.worker_log.read_text() + stack.beat_log.read_text() + stack.server.log()
     assert "eyJ" not in logs
     assert stack.server.admin_token not in logs
-    client = redis.Redis.from_url(REDIS_URL)
+    client = redis.Redis.from_url(redis_url)
     for key in client.scan_iter("celery-task-meta-*"):
         assert b"eyJ" not in client.get(key)
 
@@ -297,3 +313,85 @@ def test_the_server_refuses_exports_cleanly_when_the_broker_is_gone(
     assert ready.status_code == 503 and ready.json()["checks"]["broker"].startswith("error")
     assert r.status_code == 503 and r.json()["code"] == "unavailable"
     assert jobs[0]["state"] == "failed" and jobs[0]["error"]["step"] == "dispatch"
+
+
+# -- retries -----------------------------------------------------------------------------
+
+
+def test_an_export_whose_server_is_killed_is_retried_with_one_artefact(
+    stack: Stack, reader: str
+) -> None:
+    """SIGKILL the server while the worker streams an export, start it again: the
+    worker's attempt fails as transient, Celery retries it, and the job ends with one
+    whole artefact and its attempts on record."""
+    rows_ = 3_000_000
+    stack.server.execute(stack.server.admin_token, "CREATE SCHEMA IF NOT EXISTS qa")
+    stack.server.execute(
+        stack.server.admin_token,
+        f"CREATE OR REPLACE TABLE qa.big AS SELECT range AS i FROM range({rows_})",
+    )
+    with stack.server.http(reader) as http:
+        accepted = start_export(http, "SELECT * FROM qa.big ORDER BY i", "csv")
+        running = wait_until(
+            lambda: (
+                (j := http.get(f"/api/v1/jobs/{accepted['job_id']}").json())["state"] != "queued"
+                and j
+            ),
+            timeout=60,
+            what="the worker to start the export",
+        )
+    stack.server = restart_server(stack.server)  # at once: seconds before the export can end
+    assert running["state"] == "running", running
+    with stack.server.http(reader) as http:
+        job = wait_job(http, accepted["job_id"], timeout=180)
+        assert job["state"] == "succeeded", f"{job}\n{stack.worker_log.read_text()[-3000:]}"
+        assert job["result"]["rows"] == rows_ and job["attempts"] >= 2
+        history = job["attempt_history"]
+        assert history[0]["outcome"] in ("retrying", "interrupted")
+        assert history[-1]["outcome"] == "succeeded"
+        listed = http.get("/api/v1/artefacts", params={"job_id": job["id"]}).json()["items"]
+        assert [a["id"] for a in listed] == [job["result"]["artefact_id"]]
+        assert download(http, job["result"]["artefact_id"]).count(b"\n") == rows_ + 1
+    with stack.server.http() as admin:
+        status = admin.get(f"/api/v1/tasks/status/{accepted['task_id']}").json()
+    assert status["job"]["attempts"] == job["attempts"]
+    assert len(status["job"]["attempt_history"]) == len(history)
+
+
+def test_a_failing_cleanup_is_retried_once_by_celery(stack: Stack) -> None:
+    artefacts = stack.server.data_dir / "artefacts"
+    with stack.server.http() as http:
+        r = http.post(
+            "/api/v1/artefacts",
+            files={"file": ("f.txt", b"expiring", "text/plain")},
+            data={"expires_in_s": "1"},
+        )
+        assert r.status_code == 201, r.text
+        artefact_id = r.json()["id"]
+        # A directory where the file was: beat's exports runs cannot delete it.
+        (artefacts / artefact_id).unlink()
+        (artefacts / artefact_id).mkdir()
+        (artefacts / artefact_id / "stuck").write_text("x")
+        started = time.time()
+
+        def failed_run() -> dict[str, Any] | None:
+            runs = http.get("/api/v1/jobs", params={"kind": "maintenance", "limit": 1000}).json()
+            return next(
+                (
+                    j
+                    for j in runs["items"]
+                    if seconds(j["created_at"]) >= started and j["state"] == "failed"
+                ),
+                None,
+            )
+
+        try:
+            failed = wait_until(failed_run, timeout=60, what="a failed run of the exports rule")
+        finally:
+            (artefacts / artefact_id / "stuck").unlink()
+            os.rmdir(artefacts / artefact_id)
+    # One job, two attempts (the run and its one retry, same Celery task), each with why.
+    assert failed["attempts"] == 2 and failed["task_id"]
+    assert [a["outcome"] for a in failed["attempt_history"]] == ["retrying", "failed"]
+    assert all(a["error"]["step"] == "exports" for a in failed["attempt_history"])
+    assert all(a["task_id"] == failed["task_id"] for a in failed["attempt_history"])

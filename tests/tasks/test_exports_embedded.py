@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.flight as fl
 import pytest
 
+from agentdata.timestamps import seconds
 from tests.support.server import REPO, ServerProcess, start_server
 from tests.tasks.support import (
     COMBOS,
@@ -79,7 +80,8 @@ def test_every_format_and_compression_reads_back_value_for_value(
         data = download(http, result["artefact_id"])
     assert meta["source"] == "export" and meta["job_id"] == job["id"]
     assert meta["size"] == len(data) == result["bytes"]
-    assert meta["expires_at"] - meta["created_at"] == pytest.approx(24 * 3600, abs=5)
+    lifetime = seconds(meta["expires_at"]) - seconds(meta["created_at"])
+    assert lifetime == pytest.approx(24 * 3600, abs=5)
     got = read_export(data, fmt, compression, expected.schema)
     if fmt in ("parquet", "arrow"):
         # The full Arrow schema survives: zones, decimal precision, the lot.
@@ -169,6 +171,57 @@ def test_exports_keep_the_tokens_allow_list_and_max_rows(
     assert job["error"]["step"] == "query"
     assert job["error"]["code"] == "resource_exhausted"
     assert "max_rows (100)" in job["error"]["message"]
+    # The error says how to get the first max_rows rows instead ...
+    assert '"truncate": true' in job["error"]["message"]
+
+
+def test_a_truncating_export_stops_at_max_rows_and_says_so(srv: ServerProcess) -> None:
+    limited = srv.create_token("reader", name="truncating", tables=["demo.*"], max_rows=1000)
+    with srv.http(limited["token"]) as http:
+        r = http.post(
+            "/api/v1/exports",
+            json={
+                "sql": "SELECT * FROM demo.orders ORDER BY id",
+                "format": "csv",
+                "truncate": True,
+            },
+        )
+        assert r.status_code == 202, r.text
+        job = wait_job(http, r.json()["job_id"])
+        assert job["state"] == "succeeded", job
+        result = job["result"]
+        assert (result["rows"], result["truncated"], result["max_rows"]) == (1000, True, 1000)
+        lines = download(http, result["artefact_id"]).decode().splitlines()
+    assert len(lines) == 1 + 1000 and lines[1].startswith("1,")
+    # Under the cap, nothing is cut and the result says so.
+    with srv.http(limited["token"]) as http:
+        small = run_export(http, "SELECT * FROM demo.orders LIMIT 10", "csv")
+    assert small["result"]["truncated"] is False and "max_rows" not in small["result"]
+
+
+def test_progress_advances_with_a_percentage_while_the_export_runs(
+    srv: ServerProcess, reader: str
+) -> None:
+    """Rows so far, and a percentage from the result's count (learned beside the export),
+    reported while it runs; the query produces rows steadily for minutes, so the job is
+    observed mid-way whatever the machine's speed, then cancelled."""
+    sql = "SELECT range AS i, md5(md5(range::VARCHAR)) AS h FROM range(100000000)"
+    with srv.http(reader) as http:
+        accepted = start_export(http, sql, "csv")
+        url = f"/api/v1/jobs/{accepted['job_id']}"
+        first = wait_until(
+            lambda: (j := http.get(url).json())["percent"] and j["state"] == "running" and j,
+            what="a percentage",
+        )
+        assert 0 < first["percent"] < 100 and first["progress_rows"] > 0
+        later = wait_until(
+            lambda: (j := http.get(url).json())["progress_rows"] > first["progress_rows"] and j,
+            what="more rows",
+        )
+        assert first["percent"] <= later["percent"] < 100
+        assert later["progress_bytes"] > first["progress_bytes"]
+        http.delete(url)
+        assert wait_job(http, accepted["job_id"])["state"] == "cancelled"
 
 
 def test_a_query_failing_at_run_time_fails_the_job_at_step_query(

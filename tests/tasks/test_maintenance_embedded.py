@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
+from agentdata.timestamps import seconds
 from tests.support.server import ServerProcess, start_server
 from tests.tasks.support import run_export, start_export, wait_job, wait_until
 from tests.tasks.test_exports_embedded import SLOW_SQL
@@ -79,7 +80,7 @@ def test_jobs_rule_deletes_finished_jobs_by_their_age(srv: ServerProcess) -> Non
         # The export's artefact is the exports rule's business, not this one's.
         assert http.get(f"/api/v1/artefacts/{done['result']['artefact_id']}").status_code == 200
 
-        wait_until(lambda: time.time() - failed["finished_at"] > FAILED_AGE_S, what="age")
+        wait_until(lambda: time.time() - seconds(failed["finished_at"]) > FAILED_AGE_S, what="age")
         second = run_rule(http, "jobs")
         assert second["result"]["deleted_by_state"]["failed"] >= 1
         assert http.get(f"/api/v1/jobs/{failed['id']}").status_code == 404
@@ -137,7 +138,7 @@ def test_stale_rule_fails_silent_jobs_and_spares_healthy_ones(srv: ServerProcess
         for accepted in healthy:
             j = http.get(f"/api/v1/jobs/{accepted['job_id']}").json()
             assert j["state"] == "running", j
-            assert time.time() - j["started_at"] > STALE_AFTER_S
+            assert time.time() - seconds(j["started_at"]) > STALE_AFTER_S
         # The scheduler ran the rule by itself, as a task, repeatedly.
         runs = http.get("/api/v1/jobs", params={"kind": "maintenance", "limit": 1000}).json()
         stale_runs = [j for j in runs["items"] if j["params"]["rule"] == "stale"]

@@ -28,6 +28,7 @@ then by exception class, and is documented next to the codes it names.
 from __future__ import annotations
 
 import contextlib
+import logging
 import re
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -44,6 +45,8 @@ from workers.sync.types import (
     map_columns,
     target_schema,
 )
+
+log = logging.getLogger(__name__)
 
 STEP = "extract"
 
@@ -251,7 +254,8 @@ def validate_source(source: str) -> str:
 
 @dataclass(frozen=True)
 class Since:
-    """An incremental lower bound: rows whose `column` is at or after `value`.
+    """An incremental lower bound: rows whose `column` is at or after `value`, and with
+    `nulls` also the rows whose `column` is NULL (a sync's `null_cursor: include`).
 
     `column` is the exact column name (as `describe_source` reports it; see
     `resolve_column` for user spellings); `value` is bound as a query parameter, never
@@ -260,21 +264,47 @@ class Since:
 
     column: str
     value: Any
+    nulls: bool = False
+
+
+@dataclass(frozen=True)
+class SourceConstraints:
+    """What Snowflake declares about a source's columns (exact names)."""
+
+    primary_key: tuple[str, ...] = ()
+    not_null: frozenset[str] = frozenset()
+    #: The table's and its columns' comments (COMMENT = / COMMENT ON COLUMN).
+    comment: str | None = None
+    column_comments: tuple[tuple[str, str], ...] = ()
 
 
 def build_query(
-    source: str, *, columns: Sequence[str] | None = None, since: Since | None = None
+    source: str,
+    *,
+    columns: Sequence[str] | None = None,
+    since: Since | None = None,
+    not_null: str | None = None,
 ) -> tuple[str, list[Any]]:
-    """The SELECT (and its qmark parameters) that reads `columns` of `source` since `since`."""
+    """The SELECT (and its qmark parameters) that reads `columns` of `source` since
+    `since`, leaving out rows whose `not_null` column is NULL."""
     text = validate_source(source)
-    if is_query(text) and columns is None and since is None:
+    if is_query(text) and columns is None and since is None and not_null is None:
         return text, []
     relation = f'({text}) AS "_agentdata_src"' if is_query(text) else text
     projection = ", ".join(quote_identifier(c) for c in columns) if columns else "*"
     query = f"SELECT {projection} FROM {relation}"
-    if since is None:
+    conditions: list[str] = []
+    params: list[Any] = []
+    if since is not None:
+        column = quote_identifier(since.column)
+        bound = f"{column} >= ?"
+        conditions.append(f"({bound} OR {column} IS NULL)" if since.nulls else bound)
+        params.append(since.value)
+    if not_null is not None:
+        conditions.append(f"{quote_identifier(not_null)} IS NOT NULL")
+    if not conditions:
         return query, []
-    return f"{query} WHERE {quote_identifier(since.column)} >= ?", [since.value]
+    return f"{query} WHERE {' AND '.join(conditions)}", params
 
 
 def resolve_column(name: str, columns: Sequence[SourceColumn], *, source: str) -> str:
@@ -299,6 +329,21 @@ def resolve_column(name: str, columns: Sequence[SourceColumn], *, source: str) -
         f"{STEP}: column {name!r} not found in source {source!r} (columns: {', '.join(names)})",
         source=source,
     )
+
+
+def resolve_overrides(
+    column_types: Mapping[str, str] | None, columns: Sequence[SourceColumn], *, source: str
+) -> dict[str, str]:
+    """A spec's `column_types` keyed by exact column names (`resolve_column`'s rules)."""
+    out: dict[str, str] = {}
+    for name, duckdb_type in (column_types or {}).items():
+        try:
+            out[resolve_column(name, columns, source=source)] = duckdb_type
+        except TerminalSourceError as e:
+            raise TerminalSourceError(
+                f"{STEP}: column_types: {e.message.removeprefix(f'{STEP}: ')}", source=source
+            ) from None
+    return out
 
 
 # -- the extractor -----------------------------------------------------------------------
@@ -328,6 +373,10 @@ class Extraction:
         self.source = source
         self.query = query
         self.query_id: str | None = getattr(cursor, "sfqid", None)
+        #: Rows the source says the query returns (Snowflake counts its result before the
+        #: first chunk is fetched); None when it does not say. For progress percentages.
+        total = getattr(cursor, "rowcount", None)
+        self.estimated_rows: int | None = total if isinstance(total, int) and total >= 0 else None
         self.columns = columns
         self.targets = targets
         self.schema = target_schema(targets)
@@ -461,15 +510,19 @@ class SnowflakeExtractor:
         *,
         columns: Sequence[str] | None = None,
         since: Since | None = None,
+        not_null: str | None = None,
+        column_types: Mapping[str, str] | None = None,
         progress: ProgressCallback | None = None,
     ) -> Extraction:
-        """Start reading `source` (optionally only `columns`, only rows since `since`).
+        """Start reading `source` (optionally only `columns`, only rows since `since`,
+        only rows whose `not_null` column has a value), with `column_types` (exact
+        column name -> DuckDB type) overriding the type mapping.
 
         The query runs now, so a missing table or bad SQL fails here; the rows are
         fetched as the returned `Extraction` is iterated. An unmapped column type raises
         `UnmappedTypeError` here too, before any row is read.
         """
-        query, params = build_query(source, columns=columns, since=since)
+        query, params = build_query(source, columns=columns, since=since, not_null=not_null)
         conn = self._connection(source)
         with self._translated(source):
             cursor = conn.cursor()
@@ -478,7 +531,13 @@ class SnowflakeExtractor:
                 cursor.execute(query, params or None)
                 metadata = cursor.description
             source_columns = [SourceColumn.from_metadata(meta) for meta in metadata]
-            targets = map_columns(source_columns)
+            # A key-only read (reconciliation) compares keys: DuckDB casts them as needed.
+            overrides = (
+                resolve_overrides(column_types, source_columns, source=source)
+                if columns is None
+                else {}
+            )
+            targets = map_columns(source_columns, overrides)
         except BaseException:
             with contextlib.suppress(Exception):
                 cursor.close()
@@ -493,6 +552,83 @@ class SnowflakeExtractor:
             progress=progress,
             on_transient=self.close,
         )
+
+    def constraints(self, source: str) -> SourceConstraints:
+        """The PRIMARY KEY and NOT NULL columns Snowflake declares for a table source
+        (`SHOW PRIMARY KEYS IN TABLE`, `DESCRIBE TABLE`); nothing for a SELECT source,
+        whose result metadata says which columns are NOT NULL (`SourceColumn.nullable`).
+
+        Snowflake does not enforce a primary key, so a source may still repeat one: the
+        load folds such rows (`agentdata.duplicates`). NOT NULL it does enforce.
+        """
+        text = validate_source(source)
+        if is_query(text):
+            return SourceConstraints()
+        with self._cursor(source) as cursor, self._translated(source):
+            cursor.execute(f"SHOW PRIMARY KEYS IN TABLE {text}")
+            names = [d.name for d in cursor.description]
+            rows = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+            cursor.execute(f"DESCRIBE TABLE {text}")
+            names = [d.name for d in cursor.description]
+            described = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+        # Listed per column with its position in the key (`key_sequence`).
+        ordered = sorted(
+            enumerate(rows), key=lambda ir: (int(ir[1].get("key_sequence") or 0), ir[0])
+        )
+        key: list[str] = []
+        for _, row in ordered:
+            if row.get("column_name") and row["column_name"] not in key:
+                key.append(str(row["column_name"]))
+        not_null = frozenset(
+            str(r["name"]) for r in described if str(r.get("null?", "Y")).upper() == "N"
+        )
+        comment, column_comments = self._comments(source, text)
+        return SourceConstraints(tuple(key), not_null, comment, column_comments)
+
+    def _comments(self, source: str, text: str) -> tuple[str | None, tuple[tuple[str, str], ...]]:
+        """Comments from the source database's information_schema (DESCRIBE TABLE's
+        `comment` column is not filled by every Snowflake front end)."""
+        parts = [
+            p[1:-1].replace('""', '"') if p.startswith('"') else p.upper() for p in text.split(".")
+        ]
+        if len(parts) != 3:
+            return None, ()  # only fully qualified DB.SCHEMA.TABLE sources are looked up
+        db, schema, table = parts
+        where = "table_schema = ? AND table_name = ?"  # qmark: the connection's paramstyle
+        try:
+            return self._read_comments(source, db, where, (schema, table))
+        except AgentdataError as e:  # words for agents: never worth failing a sync over
+            log.warning("could not read the comments of %s: %s", source, e.message)
+            return None, ()
+
+    def _read_comments(
+        self, source: str, db: str, where: str, args: tuple[str, str]
+    ) -> tuple[str | None, tuple[tuple[str, str], ...]]:
+        schema, table = args
+        with self._cursor(source) as cursor, self._translated(source):
+            cursor.execute(
+                f"SELECT comment FROM {quote_identifier(db)}.information_schema.tables WHERE {where}",
+                (schema, table),
+            )
+            rows = cursor.fetchall()
+            cursor.execute(
+                f"SELECT column_name, comment FROM {quote_identifier(db)}.information_schema.columns"
+                f" WHERE {where}",
+                (schema, table),
+            )
+            columns = tuple(sorted((str(c), str(w)) for c, w in cursor.fetchall() if w))
+        comment = str(rows[0][0]) if rows and rows[0][0] else None
+        return comment, columns
+
+    def count_nulls(self, source: str, column: str) -> int:
+        """Rows of `source` whose `column` is NULL (a sync's `null_cursor: skip`/`error`)."""
+        text = validate_source(source)
+        relation = f'({text}) AS "_agentdata_src"' if is_query(text) else text
+        query = f"SELECT count(*) FROM {relation} WHERE {quote_identifier(column)} IS NULL"
+        with self._cursor(source) as cursor, self._translated(source):
+            cursor.execute(query)
+            row = cursor.fetchone()
+        return int(row[0]) if row else 0
 
     def extract_keys(
         self,

@@ -65,6 +65,8 @@ class LoadCounter:
     source_s: float = 0.0
     send_s: float = 0.0
     commit_s: float = 0.0
+    #: Rows sent whose cursor is NULL (a sync's `null_cursor: include`).
+    null_cursor_rows: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def timings(self) -> dict[str, float]:
@@ -91,13 +93,16 @@ def load(
     counter: LoadCounter | None = None,
     should_stop: Callable[[], AgentdataError | None] = lambda: None,
     max_rows_per_s: float = 0.0,
+    count_nulls: str | None = None,
 ) -> dict[str, Any]:
     """Stream `batches` (of `schema`) into the server with DoPut `command`; returns the
-    server's PutResult (`rows`, `created`, `deleted`, `schema_changes`).
+    server's PutResult (`rows`, `created`, `deleted`, `schema_changes`,
+    `duplicates_folded`, `constraints`).
 
     `transform` reshapes each batch (casts, kept columns) and must map `schema` to the
     schema it produces. `should_stop` is polled between batches; an error it returns
     (e.g. `Cancelled`) abandons the upload and is raised. `max_rows_per_s` throttles.
+    `count_nulls` names a column whose NULLs are counted (`counter.null_cursor_rows`).
     """
     counter = counter if counter is not None else LoadCounter()
     out_schema = transform(_empty(schema)).schema if transform is not None else schema
@@ -135,6 +140,8 @@ def load(
                 raise StepFailed("load", _put_error(e)) from None
             counter.send_s += time.monotonic() - sending
             counter.add(batch)
+            if count_nulls is not None:
+                counter.null_cursor_rows += batch.column(count_nulls).null_count
             sent += batch.num_rows
             if max_rows_per_s > 0:
                 _throttle(counter.rows, started, max_rows_per_s, should_stop)

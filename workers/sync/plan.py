@@ -16,6 +16,15 @@ Decisions, in order:
   key (`upsert`: one transaction), so reading a window twice changes nothing. Without
   a primary key rows are appended, and only those strictly after the watermark are
   kept (re-reading would duplicate them; the lookback is ignored and the result says so).
+- **key**: the spec's `primary_key`, else the source table's declared primary key
+  (`declared`, from the extractor). The load folds rows sharing it to the one with the
+  greatest cursor (`latest_by`; `on_duplicate_key: error` refuses them) and the table
+  gets it as its PRIMARY KEY, with the source's NOT NULL columns (see
+  `agentdata.duplicates` and `agentdata.table_constraints`, which the server applies).
+- **NULL cursors** (`null_cursor`, incremental): `include` (the default with a key)
+  reads `cursor >= bound OR cursor IS NULL`, so those rows are re-read and merged every
+  run; `skip` leaves them out (`skip_nulls_of`, the first full read too) and `error`
+  (the default without a key) fails the run; both count them with a query of their own.
 - **deletes**: with `deletes: reconcile`, every `reconcile_every`-th run (counting from
   the first) also streams the source's keys and the server deletes rows whose key is
   gone. A full run needs no reconciliation: the swap already drops them.
@@ -43,12 +52,12 @@ from agentdata.errors import InvalidArgument, NotFound
 from agentdata.sqlguard import parse_table_ref, quote_ident
 from agentdata.syncs import SyncSpec
 from workers.client import ServerClient, error_from_flight
-from workers.sync.extract import Since, resolve_column
+from workers.sync.extract import Since, SourceConstraints, resolve_column
 from workers.sync.types import (
-    JSON_ARROW_TYPE,
     SourceColumn,
     TargetColumn,
     TypeChange,
+    arrow_type_of,
     normalize_duckdb_type,
     widen,
 )
@@ -221,6 +230,16 @@ def _as_number(lookback: str | int | float, cursor: str) -> int | float:
 
 
 @dataclass(frozen=True)
+class NullCursor:
+    """An incremental sync's rule for rows whose cursor is NULL (`null_cursor`)."""
+
+    column: str
+    policy: Literal["include", "skip", "error"]
+    #: False when Snowflake declares the cursor NOT NULL: nothing to count then.
+    nullable: bool = True
+
+
+@dataclass(frozen=True)
 class Plan:
     """What one run does; `command()` is its DoPut command."""
 
@@ -245,16 +264,41 @@ class Plan:
     #: actual ones for merges).
     changes: dict[str, list[str]] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
+    #: Where the key came from: the spec's primary_key, or the source table's own.
+    key_from: Literal["spec", "source"] | None = None
+    #: Among rows sharing a key, the one with the greatest value here wins (the cursor).
+    latest_by: str | None = None
+    on_duplicate_key: Literal["fold", "error"] = "fold"
+    #: Source columns Snowflake declares NOT NULL: NOT NULL in the table too.
+    not_null: tuple[str, ...] = ()
+    #: Incremental syncs: what happens to rows whose cursor is NULL.
+    null_cursor: NullCursor | None = None
 
     @property
     def evolve(self) -> bool:
         return self.put_mode != "replace"
 
+    @property
+    def skip_nulls_of(self) -> str | None:
+        """The cursor column whose NULL rows the extraction leaves out (`skip`)."""
+        nc = self.null_cursor
+        return nc.column if nc is not None and nc.policy == "skip" and nc.nullable else None
+
     def command(self, table: str, snapshot: str | None) -> dict[str, Any]:
-        """The server's DoPut command JSON for the data load."""
-        command: dict[str, Any] = {"table": table, "mode": self.put_mode, "evolve": self.evolve}
+        """The server's DoPut command JSON for the data load: the mode, the key rows
+        are folded on (and the table's PRIMARY KEY), its NOT NULL columns."""
+        command: dict[str, Any] = {
+            "table": table,
+            "mode": self.put_mode,
+            "evolve": self.evolve,
+            "primary_key": list(self.key),
+            "not_null": list(self.not_null),
+            "on_duplicate_key": self.on_duplicate_key,
+        }
         if self.put_mode == "upsert":
             command["key"] = list(self.key)
+        if self.latest_by is not None and self.key:
+            command["latest_by"] = self.latest_by
         if snapshot:
             command["snapshot"] = snapshot
         return command
@@ -264,10 +308,13 @@ class Plan:
         out: dict[str, Any] = {"mode": self.mode, "load": self.put_mode}
         if self.key:
             out["key"] = list(self.key)
+            out["key_from"] = self.key_from
         if self.watermark is not None:
             out["watermark"] = _jsonable(self.watermark)
         if self.since is not None:
             out["since"] = {"column": self.since.column, "value": _jsonable(self.since.value)}
+            if self.since.nulls:
+                out["since"]["or_null"] = True
         if self.after is not None:
             out["after"] = {"column": self.after.column, "value": _jsonable(self.after.value)}
         out["reconcile"] = self.reconcile
@@ -286,13 +333,31 @@ def plan_run(
     run: int,
     watermark: Any = None,
     force_full: bool = False,
+    declared: SourceConstraints | None = None,
 ) -> Plan:
     """Decide one run (see the module docstring). Raises `IncompatibleSchema` or
-    `InvalidArgument` (a cursor or key column the source lacks, a bad lookback)."""
+    `InvalidArgument` (a cursor or key column the source lacks, a bad lookback, a
+    `null_cursor` that cannot apply). `declared` is what Snowflake says of the source
+    table (primary key, NOT NULL columns)."""
+    declared = declared or SourceConstraints()
     columns = [t.source for t in source]
+    names = {c.name for c in columns}
     key = tuple(_resolve(name, columns, spec) for name in spec.primary_key or ())
+    key_from: Literal["spec", "source"] | None = "spec" if key else None
+    if not key and declared.primary_key and set(declared.primary_key) <= names:
+        key, key_from = declared.primary_key, "source"
     cursor = _resolve(spec.cursor, columns, spec) if spec.mode == "incremental" else None
     schema = _compare(spec, source, target)
+    not_null = tuple(c.name for c in columns if c.name in declared.not_null or not c.nullable)
+    null_cursor = _null_cursor(spec, cursor, key, columns, declared)
+    # Rows sharing a key: the latest by the cursor wins (ties: the last read).
+    common: dict[str, Any] = {
+        "key_from": key_from,
+        "latest_by": cursor if key else None,
+        "on_duplicate_key": spec.on_duplicate_key,
+        "not_null": not_null,
+        "null_cursor": null_cursor,
+    }
 
     def full(reason: str | None, notes: tuple[str, ...] = ()) -> Plan:
         if schema.incompatible and reason is None:
@@ -300,7 +365,7 @@ def plan_run(
             raise IncompatibleSchema(spec.target, name, old, new)
         if schema.incompatible or not target.exists:
             # A fresh table: exactly the source.
-            return Plan("full", "replace", key, resync_reason=reason, notes=notes)
+            return Plan("full", "replace", key, resync_reason=reason, notes=notes, **common)
         return Plan(
             "full",
             "replace",
@@ -311,6 +376,7 @@ def plan_run(
             keep=schema.keep,
             changes=schema.changes,
             notes=notes,
+            **common,
         )
 
     if schema.incompatible and spec.on_incompatible == "resync":
@@ -334,7 +400,14 @@ def plan_run(
     since = after = None
     if watermark is not None:
         if key:
-            since = Since(cursor, lower_bound(watermark, spec.lookback, cursor=cursor))
+            since = Since(
+                cursor,
+                lower_bound(watermark, spec.lookback, cursor=cursor),
+                # NULL-cursor rows are never after any bound: read them every run.
+                nulls=null_cursor is not None
+                and null_cursor.policy == "include"
+                and null_cursor.nullable,
+            )
         else:
             # Re-reading a window would duplicate rows that have no key to merge on.
             since, after = Since(cursor, watermark), Since(cursor, watermark)
@@ -353,7 +426,31 @@ def plan_run(
         casts=schema.casts,
         changes=schema.changes,
         notes=tuple(notes),
+        **common,
     )
+
+
+def _null_cursor(
+    spec: SyncSpec,
+    cursor: str | None,
+    key: tuple[str, ...],
+    columns: Sequence[SourceColumn],
+    declared: SourceConstraints,
+) -> NullCursor | None:
+    """The NULL-cursor rule of an incremental spec: its `null_cursor`, by default
+    `include` with a key (re-read and merged every run) and `error` without (an append
+    could only re-add them each run)."""
+    if cursor is None:
+        return None
+    policy = spec.null_cursor or ("include" if key else "error")
+    if policy == "include" and not key:
+        raise InvalidArgument(
+            f"null_cursor: include re-reads rows whose cursor {cursor} is NULL on every run "
+            "and needs a key to merge them on: give a primary_key, or choose skip or error"
+        )
+    column = next(c for c in columns if c.name == cursor)
+    nullable = column.nullable and cursor not in declared.not_null
+    return NullCursor(cursor, policy, nullable)
 
 
 def _resolve(name: str | None, columns: Sequence[SourceColumn], spec: SyncSpec) -> str:
@@ -409,41 +506,6 @@ def _compare(spec: SyncSpec, source: Sequence[TargetColumn], target: TargetTable
     diff.layout = tuple(by_table_name.get(c, c) for c in target.columns) + tuple(added)
     diff.changes = {"added": added, "widened": widened, "missing": missing}
     return diff
-
-
-_SIMPLE_ARROW: dict[str, pa.DataType] = {
-    "TINYINT": pa.int8(),
-    "SMALLINT": pa.int16(),
-    "INTEGER": pa.int32(),
-    "BIGINT": pa.int64(),
-    "HUGEINT": pa.decimal128(38, 0),
-    "FLOAT": pa.float32(),
-    "DOUBLE": pa.float64(),
-    "VARCHAR": pa.string(),
-    "BLOB": pa.binary(),
-    "BOOLEAN": pa.bool_(),
-    "DATE": pa.date32(),
-    "TIME": pa.time64("us"),
-    "TIMESTAMP": pa.timestamp("us"),
-    "TIMESTAMPTZ": pa.timestamp("us", tz="UTC"),
-    "JSON": JSON_ARROW_TYPE,
-}
-_DECIMAL = re.compile(r"^DECIMAL\((\d+),(\d+)\)$")
-
-
-def arrow_type_of(duckdb_type: str, streamed: pa.DataType | None = None) -> pa.DataType | None:
-    """The Arrow type that loads into a column of `duckdb_type` unchanged.
-
-    Known for every type the sync mapping produces; for others, the type the server
-    streams the column as (`streamed`), which DuckDB maps back to the same type.
-    """
-    normal = normalize_duckdb_type(duckdb_type)
-    if normal in _SIMPLE_ARROW:
-        return _SIMPLE_ARROW[normal]
-    m = _DECIMAL.match(normal)
-    if m:
-        return pa.decimal128(int(m.group(1)), int(m.group(2)))
-    return streamed
 
 
 def _jsonable(value: Any) -> Any:

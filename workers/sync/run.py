@@ -20,7 +20,7 @@ re-run converges on the source.
 
 Failures are reported to the job with their step (`lock`, `extract`, `plan`, `load`),
 the table and the job, then raised: transient ones (Snowflake or the server
-unreachable, timeouts) are retried by the runner's retry policy (`retry_policy`, the
+unreachable, timeouts) are retried by the runner's retry policy (`agentdata.retries`, the
 same for Celery and the embedded runner) and the job shows `retrying` with the last
 error; terminal ones (authentication, SQL, missing object, unmapped type, an
 incompatible schema change) fail the job at once.
@@ -43,13 +43,13 @@ from agentdata.errors import (
     AgentdataError,
     Cancelled,
     Conflict,
-    DeadlineExceeded,
     InternalError,
+    InvalidArgument,
     NotFound,
     Unauthenticated,
     Unavailable,
 )
-from agentdata.retries import RetryPolicy
+from agentdata.retries import sync_policy
 from agentdata.settings import Settings
 from agentdata.syncs import SyncSpec
 from workers.client import ServerClient, TaskContext
@@ -62,18 +62,8 @@ log = logging.getLogger("agentdata.worker.sync")
 
 T = TypeVar("T")
 FINISHED = ("succeeded", "failed", "cancelled")
-#: Errors worth another attempt: the source or the server could not be reached, or timed out.
-TRANSIENT: tuple[type[BaseException], ...] = (Unavailable, DeadlineExceeded)
-
-
-def retry_policy(settings: Settings) -> RetryPolicy:
-    """How sync runs are retried (Celery's autoretry, and the embedded runner's)."""
-    return RetryPolicy(
-        retry_for=TRANSIENT,
-        max_retries=settings.sync_max_retries,
-        backoff_s=settings.sync_retry_backoff_s,
-        backoff_max_s=settings.sync_retry_backoff_max_s,
-    )
+#: How sync runs are retried (Celery's autoretry, and the embedded runner's).
+retry_policy = sync_policy
 
 
 def sync_task(params: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
@@ -121,10 +111,16 @@ class SyncRun:
         self.settings = settings
         self.job_id: str = params["job_id"]
         self.spec = SyncSpec.model_validate(params["spec"])
+        #: What the source declares (constraints, comments), read at the start of a run.
+        self.declared: Any = None
         self.run_number = int(params.get("run") or 1)
         self.force_full = bool(params.get("full"))
         self.counter = LoadCounter()
+        #: The source's row count for the load under way (progress percent), if known.
+        self.expected_rows: int | None = None
         self.extracted = [0, 0]  # rows, bytes
+        #: NULL-cursor rows counted at the source (null_cursor skip/error).
+        self.null_cursor_rows: int | None = None
         self.phase = "lock"
         self.cancelled = threading.Event()
         self.lock: SyncLock | None = None
@@ -211,7 +207,7 @@ class SyncRun:
 
     def _sync(self) -> dict[str, Any]:
         from workers.sync.credentials import SnowflakeSettings
-        from workers.sync.extract import SnowflakeExtractor, TerminalSourceError
+        from workers.sync.extract import SnowflakeExtractor, TerminalSourceError, resolve_overrides
         from workers.sync.types import map_columns
 
         spec = self.spec
@@ -224,7 +220,7 @@ class SyncRun:
             raise StepFailed("extract", TerminalSourceError(f"Snowflake settings: {e}")) from None
         with SnowflakeExtractor(snowflake, max_batch_rows=self.settings.sync_batch_rows) as ex:
             opened = None
-            if spec.mode == "full" or self.force_full:
+            if spec.mode == "full" or (self.force_full and spec.null_cursor != "skip"):
                 # A full read needs nothing from the plan: run the source query while the
                 # table is inspected, and take the columns from the query itself.
                 opened, target = self._extract_while(
@@ -233,12 +229,26 @@ class SyncRun:
                 source = opened.targets
             else:
                 columns = _step("extract", lambda: ex.describe_source(spec.source))
-                source = _step("extract", lambda: map_columns(columns))
+                source = _step(
+                    "extract",
+                    lambda: map_columns(
+                        columns, resolve_overrides(spec.column_types, columns, source=spec.source)
+                    ),
+                )
                 self.phase = "plan"
                 target = _step("plan", lambda: inspect_target(self.client, spec.target))
-            self.phase = "plan"
             try:
-                plan = _step("plan", lambda: self._plan(source, target, force_full=self.force_full))
+                # What Snowflake declares (primary key, NOT NULL) becomes table constraints.
+                declared = _step("extract", lambda: ex.constraints(spec.source))
+                self.declared = declared
+                self.phase = "plan"
+                plan = _step(
+                    "plan",
+                    lambda: self._plan(
+                        source, target, force_full=self.force_full, declared=declared
+                    ),
+                )
+                self.null_cursor_rows = self._count_null_cursors(ex, plan)
             except BaseException:
                 if opened is not None:
                     opened.close()
@@ -254,7 +264,10 @@ class SyncRun:
                 ):
                     raise
                 # The server judged a change incompatible that the planner let through.
-                plan = _step("plan", lambda: self._plan(source, target, force_full=True))
+                plan = _step(
+                    "plan",
+                    lambda: self._plan(source, target, force_full=True, declared=declared),
+                )
                 plan = _with_reason(plan, f.error.message)
                 self.counter = LoadCounter()
                 put, snapshot = self._load(ex, plan)
@@ -277,6 +290,9 @@ class SyncRun:
             "created": put.get("created", False),
             "replaced_rows": put.get("deleted", 0) if plan.put_mode == "upsert" else 0,
             "deleted_rows": deleted_missing,
+            # One row per key: source rows that repeated a key and were folded away.
+            "duplicates_folded": put.get("duplicates_folded", 0),
+            "constraints": put.get("constraints"),
             "schema_changes": {k: list(v) for k, v in changes.items()},
             "snapshot": snapshot,
             "seconds": round(time.monotonic() - self.started, 3),
@@ -285,16 +301,65 @@ class SyncRun:
                 **self.counter.timings(),
             },
         }
+        notes: list[str] = []
+        nc = plan.null_cursor
+        if nc is not None:
+            rows = (
+                self.counter.null_cursor_rows
+                if nc.policy == "include"
+                else (self.null_cursor_rows or 0)
+            )
+            result["null_cursor"] = {"column": nc.column, "policy": nc.policy, "rows": rows}
+            if nc.policy == "skip" and rows:
+                notes.append(
+                    f"{rows} source row(s) whose cursor {nc.column} is NULL were left out "
+                    "(null_cursor: skip)"
+                )
+        if result["duplicates_folded"]:
+            notes.append(
+                f"{result['duplicates_folded']} source row(s) repeated a key of an earlier or "
+                "later row and were folded into it (the one with the greatest cursor, or the "
+                "last read, was kept)"
+            )
         missing = result["schema_changes"].get("missing") or []
         if missing:
             result["dropped_columns"] = missing
-            result["notes"] = [
+            notes.append(
                 f"the source no longer has column(s) {', '.join(missing)}: kept in "
                 f"{spec.target}, NULL in the rows this run loaded"
-            ]
+            )
+        if notes:
+            result["notes"] = notes
         return result
 
-    def _plan(self, source: list[Any], target: TargetTable, *, force_full: bool) -> Plan:
+    def _count_null_cursors(self, ex: Any, plan: Plan) -> int | None:
+        """Rows whose cursor is NULL, for `skip` (reported) and `error` (fails the run
+        before anything is loaded); `include` counts them as they stream (None here)."""
+        nc = plan.null_cursor
+        if nc is None or nc.policy == "include":
+            return None
+        if not nc.nullable:
+            return 0
+        self.phase = "extract"
+        count = int(_step("extract", lambda: ex.count_nulls(self.spec.source, nc.column)))
+        if nc.policy == "error" and count:
+            spec = self.spec
+            default = " (the default without a primary key)" if spec.null_cursor is None else ""
+            raise StepFailed(
+                "plan",
+                InvalidArgument(
+                    f"{count} row(s) of {spec.source} have a NULL cursor {nc.column}, which an "
+                    f"incremental sync would never load; null_cursor is 'error'{default}: set "
+                    "null_cursor: skip to leave them out (counted each run), or give a "
+                    "primary_key and null_cursor: include to re-read them every run",
+                    detail={"reason": "null_cursor", "column": nc.column, "rows": count},
+                ),
+            )
+        return count
+
+    def _plan(
+        self, source: list[Any], target: TargetTable, *, force_full: bool, declared: Any = None
+    ) -> Plan:
         from workers.sync.extract import TerminalSourceError, resolve_column
 
         spec = self.spec
@@ -310,7 +375,13 @@ class SyncRun:
             if column is not None:
                 watermark = committed_max(self.client, target, column)
         return plan_run(
-            spec, source, target, run=self.run_number, watermark=watermark, force_full=force_full
+            spec,
+            source,
+            target,
+            run=self.run_number,
+            watermark=watermark,
+            force_full=force_full,
+            declared=declared,
         )
 
     def _extract_while(
@@ -322,7 +393,9 @@ class SyncRun:
         def extract() -> None:
             began = time.monotonic()
             try:
-                box["extraction"] = ex.extract(self.spec.source, progress=self._extract)
+                box["extraction"] = ex.extract(
+                    self.spec.source, column_types=self.spec.column_types, progress=self._extract
+                )
             except BaseException as e:  # handed to the caller below
                 box["error"] = e
             self.timings["query"] = time.monotonic() - began
@@ -349,7 +422,13 @@ class SyncRun:
         began = time.monotonic()
         extraction = opened or _step(
             "extract",
-            lambda: ex.extract(self.spec.source, since=plan.since, progress=self._extract),
+            lambda: ex.extract(
+                self.spec.source,
+                since=plan.since,
+                not_null=plan.skip_nulls_of,
+                column_types=self.spec.column_types,
+                progress=self._extract,
+            ),
         )
         if opened is None:
             self.timings["query"] = time.monotonic() - began
@@ -362,16 +441,22 @@ class SyncRun:
                 after=(plan.after.column, plan.after.value) if plan.after is not None else None,
             )
             snapshot = extraction.query_id
+            self.expected_rows = extraction.estimated_rows
             self.phase = "load"
             put = load(
                 self.client,
-                plan.command(self.spec.target, snapshot),
+                with_descriptions(plan.command(self.spec.target, snapshot), self.declared),
                 iter(extraction),
                 extraction.schema,
                 transform=transform,
                 counter=self.counter,
                 should_stop=self._should_stop,
                 max_rows_per_s=self.settings.sync_max_rows_per_s,
+                count_nulls=(
+                    plan.null_cursor.column
+                    if plan.null_cursor is not None and plan.null_cursor.policy == "include"
+                    else None
+                ),
             )
         return put, snapshot
 
@@ -384,6 +469,7 @@ class SyncRun:
                 "table": self.spec.target,
                 "mode": "reconcile",
                 "key": list(plan.key),
+                "on_duplicate_key": plan.on_duplicate_key,
             }
             if snapshot:
                 command["snapshot"] = snapshot
@@ -499,6 +585,16 @@ class SyncRun:
         raise error
 
 
+def with_descriptions(command: dict[str, Any], declared: Any) -> dict[str, Any]:
+    """The DoPut command, carrying the source's table and column comments (the server
+    keeps them as descriptions where none is set: agentdata.descriptions.fill)."""
+    comment = getattr(declared, "comment", None)
+    columns = dict(getattr(declared, "column_comments", ()) or ())
+    if not comment and not columns:
+        return command
+    return {**command, "descriptions": {"table": comment, "columns": columns}}
+
+
 def _with_reason(plan: Plan, reason: str) -> Plan:
     from dataclasses import replace
 
@@ -515,9 +611,12 @@ class _Reporter(PeriodicReporter):
 
     def report(self) -> None:
         run = self.run
+        rows, total = run.counter.rows, run.expected_rows
+        # Below 100 until the load has committed (the job's end says 100).
+        percent = min(99.0, 100.0 * rows / total) if total else None
         try:
             job = self._client.job_event(
-                run.job_id, "progress", rows=run.counter.rows, bytes=run.counter.bytes
+                run.job_id, "progress", rows=rows, bytes=run.counter.bytes, percent=percent
             )
         except (Conflict, Unauthenticated, NotFound):
             run.cancelled.set()

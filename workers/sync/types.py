@@ -55,7 +55,7 @@ Snowflake chunks it.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -272,9 +272,82 @@ def map_column(column: SourceColumn) -> TargetColumn:
     raise UnmappedTypeError(column.name, column.snowflake_type)
 
 
-def map_columns(columns: Sequence[SourceColumn]) -> list[TargetColumn]:
-    """Map every column, failing on the first unmapped one (its name is in the error)."""
-    return [map_column(column) for column in columns]
+def map_columns(
+    columns: Sequence[SourceColumn], overrides: Mapping[str, str] | None = None
+) -> list[TargetColumn]:
+    """Map every column, failing on the first unmapped one (its name is in the error).
+
+    `overrides` (a spec's `column_types`: exact source column name -> DuckDB numeric
+    type, see `agentdata.syncs.override_type`) replaces the mapped type of NUMBER
+    columns; the per-batch conversion then checks every value (`conform_array`: a
+    value that does not fit, or would lose digits, fails the run naming the column).
+    """
+    targets = [map_column(column) for column in columns]
+    if not overrides:
+        return targets
+    by_name = {t.name: i for i, t in enumerate(targets)}
+    for name, duckdb_type in overrides.items():
+        if name not in by_name:
+            raise InvalidArgument(
+                f"column_types names column {name!r}, which the source does not have "
+                f"(columns: {', '.join(by_name)})",
+                detail={"column": name},
+            )
+        i = by_name[name]
+        targets[i] = override_column(targets[i], duckdb_type)
+    return targets
+
+
+def override_column(target: TargetColumn, duckdb_type: str) -> TargetColumn:
+    """`target` loaded as `duckdb_type` instead (NUMBER columns, numeric types only)."""
+    arrow = arrow_type_of(duckdb_type)
+    numeric = arrow is not None and (
+        pa.types.is_integer(arrow) or pa.types.is_decimal(arrow) or pa.types.is_floating(arrow)
+    )
+    if target.source.type_name != "NUMBER" or not numeric or arrow is None:
+        raise InvalidArgument(
+            f"column_types: {target.name} is {target.source.snowflake_type}; only NUMBER "
+            f"columns can be loaded as another numeric type (asked: {duckdb_type})",
+            detail={"column": target.name},
+        )
+    return TargetColumn(target.name, normalize_duckdb_type(duckdb_type), arrow, target.source)
+
+
+# -- DuckDB types as Arrow types -----------------------------------------------------------
+
+_SIMPLE_ARROW: dict[str, pa.DataType] = {
+    "TINYINT": pa.int8(),
+    "SMALLINT": pa.int16(),
+    "INTEGER": pa.int32(),
+    "BIGINT": pa.int64(),
+    "HUGEINT": pa.decimal128(38, 0),
+    "FLOAT": pa.float32(),
+    "DOUBLE": pa.float64(),
+    "VARCHAR": pa.string(),
+    "BLOB": pa.binary(),
+    "BOOLEAN": pa.bool_(),
+    "DATE": pa.date32(),
+    "TIME": pa.time64("us"),
+    "TIMESTAMP": pa.timestamp("us"),
+    "TIMESTAMPTZ": pa.timestamp("us", tz="UTC"),
+    "JSON": JSON_ARROW_TYPE,
+}
+_DECIMAL_TYPE = re.compile(r"^DECIMAL\((\d+),(\d+)\)$")
+
+
+def arrow_type_of(duckdb_type: str, streamed: pa.DataType | None = None) -> pa.DataType | None:
+    """The Arrow type that loads into a column of `duckdb_type` unchanged.
+
+    Known for every type the sync mapping produces; for others, the type the server
+    streams the column as (`streamed`), which DuckDB maps back to the same type.
+    """
+    normal = normalize_duckdb_type(duckdb_type)
+    if normal in _SIMPLE_ARROW:
+        return _SIMPLE_ARROW[normal]
+    m = _DECIMAL_TYPE.match(normal)
+    if m:
+        return pa.decimal128(int(m.group(1)), int(m.group(2)))
+    return streamed
 
 
 def target_schema(targets: Sequence[TargetColumn]) -> pa.Schema:

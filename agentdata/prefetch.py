@@ -1,0 +1,82 @@
+"""Overlap producing batches with sending them.
+
+Without this, the gRPC thread asks DuckDB for a batch, waits while it is produced,
+sends it, and only then asks for the next: production and the network take turns.
+`Prefetcher` runs the producer on its own thread, so DuckDB works on batch n+1 while
+batch n is on the wire. The producer starts a batch only when fewer than `depth`
+produced batches wait to be taken, so a stream holds at most `depth` + 1 batches (the
+ones waiting, and the one being sent): with depth 1, two. pyarrow releases
+the GIL while DuckDB produces, so the two threads really run at once.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable, Iterator
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+_END = object()
+
+
+class Prefetcher(Generic[T]):
+    """Iterate `produce()` results (until it raises StopIteration) from a thread."""
+
+    def __init__(self, produce: Callable[[], T], *, depth: int = 1, name: str = "prefetch") -> None:
+        self._produce: Callable[[], object] = produce
+        self._queue: queue.Queue[object] = queue.Queue()
+        self._slots = threading.Semaphore(max(1, depth))
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            while self._take_slot():
+                try:
+                    item: object = self._produce()
+                except StopIteration:
+                    item = _END
+                except BaseException as e:  # handed to the consumer, raised there
+                    item = _Failure(e)
+                self._queue.put(item)
+                if item is _END or isinstance(item, _Failure):
+                    return
+        finally:
+            self._produce = _exhausted  # drop references to the producer's resources
+
+    def _take_slot(self) -> bool:
+        """Wait until fewer than `depth` batches wait to be taken; False once closed."""
+        while not self._stop.is_set():
+            if self._slots.acquire(timeout=0.05):
+                return not self._stop.is_set()
+        return False
+
+    def __iter__(self) -> Iterator[T]:
+        return self
+
+    def __next__(self) -> T:
+        item = self._queue.get()
+        self._slots.release()  # taken: the producer may start the next one
+        if item is _END:
+            raise StopIteration
+        if isinstance(item, _Failure):
+            raise item.error
+        return item  # type: ignore[return-value]
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop the producer thread (after its current batch) and wait for it."""
+        self._stop.set()
+        if threading.current_thread() is not self._thread:
+            self._thread.join(timeout)
+
+
+class _Failure:
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+def _exhausted() -> object:
+    raise StopIteration

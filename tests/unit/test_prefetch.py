@@ -1,0 +1,51 @@
+"""The prefetcher: same items, same order, errors raised where they are consumed, bounded."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from agentdata.prefetch import Prefetcher
+
+
+def _producer(items: list[int], fail_at: int | None = None):  # type: ignore[no-untyped-def]
+    it = iter(items)
+    produced: list[int] = []
+
+    def produce() -> int:
+        value = next(it)
+        if fail_at is not None and value == fail_at:
+            raise ValueError(f"failed at {value}")
+        produced.append(value)
+        return value
+
+    return produce, produced
+
+
+def test_yields_every_item_in_order() -> None:
+    produce, _ = _producer(list(range(100)))
+    assert list(Prefetcher(produce, depth=3)) == list(range(100))
+
+
+def test_an_error_reaches_the_consumer_after_the_items_before_it() -> None:
+    produce, _ = _producer(list(range(10)), fail_at=5)
+    got: list[int] = []
+    with pytest.raises(ValueError, match="failed at 5"):
+        for item in Prefetcher(produce):
+            got.append(item)
+    assert got == [0, 1, 2, 3, 4]
+
+
+def test_runs_ahead_but_never_more_than_depth_and_close_stops_the_thread() -> None:
+    produce, produced = _producer(list(range(1000)))
+    p = Prefetcher(produce, depth=2)
+    assert next(p) == 0
+    deadline = time.monotonic() + 5
+    while p._queue.qsize() < 2 and time.monotonic() < deadline:
+        time.sleep(0.005)  # polling: the producer runs ahead on its own thread
+    assert p._queue.qsize() == 2, "the producer did not run ahead of the consumer"
+    # Taken (1) + waiting (2): it starts nothing more until one is taken.
+    assert len(produced) == 3
+    p.close()
+    assert not p._thread.is_alive()
