@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +36,7 @@ import pyarrow.flight as fl
 import pytest
 
 from agentdata.demo import DEMO_SQL
-from tests.support.server import ServerProcess, start_server
+from tests.support.server import REPO, ServerProcess, start_server
 
 #: Slack added to the wall-time bounds the issue states (a busy 2-core CI machine, gRPC
 #: round trips, Python start-up). Those bounds are the only wall-time assertions here.
@@ -235,6 +237,23 @@ def run_execute(
             client.close()
     bodies = [r.body.to_pybytes().decode("utf-8", "replace") for r in results]
     return Outcome(table=pa.table({"result": bodies}))
+
+
+def run_cli(server: ServerProcess, token: str, sql: str) -> Outcome:
+    """`agentdata sql` as a user runs it (only AGENTDATA_FLIGHT_URL and the token set)."""
+    env = {k: v for k, v in server.env.items() if not k.startswith("AGENTDATA_")}
+    env.update(AGENTDATA_FLIGHT_URL=server.flight_url, AGENTDATA_TOKEN=token)
+    proc = subprocess.run(
+        [sys.executable, "-m", "agentdata", "sql", sql],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if proc.returncode == 0:
+        return Outcome(table=pa.table({"stdout": [proc.stdout + proc.stderr]}))
+    return Outcome(error=proc.stderr, error_type=f"exit {proc.returncode}")
 
 
 def admin_rows(

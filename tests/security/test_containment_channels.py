@@ -7,16 +7,13 @@ outside the limited reader's allow-list (`demo.*`)."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Callable
 from typing import Any
 
 import pyarrow as pa
 import pytest
 
-from tests.security.conftest import Lab, Outcome, run_flightsql
-from tests.support.server import REPO
+from tests.security.conftest import Lab, Outcome, run_cli, run_flightsql
 from tests.tasks.support import wait_job
 
 #: (id, SQL, what must happen): "refused" (a [permission_denied]) or "listing" (an
@@ -92,19 +89,4 @@ def test_export(lab: Lab, name: str, sql: str, expect: str) -> None:
 
 @pytest.mark.parametrize(("name", "sql", "expect"), ATTACKS, ids=IDS)
 def test_cli(lab: Lab, name: str, sql: str, expect: str) -> None:
-    env = {k: v for k, v in lab.server.env.items() if not k.startswith("AGENTDATA_")}
-    env.update(AGENTDATA_FLIGHT_URL=lab.server.flight_url, AGENTDATA_TOKEN=lab.tokens["limited"])
-    proc = subprocess.run(
-        [sys.executable, "-m", "agentdata", "sql", sql],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    outcome = (
-        Outcome(table=pa.table({"stdout": [proc.stdout]}))
-        if proc.returncode == 0
-        else Outcome(error=proc.stderr, error_type=f"exit {proc.returncode}")
-    )
-    _judge(lab, sql, expect, outcome, "CLI")
+    _judge(lab, sql, expect, run_cli(lab.server, lab.tokens["limited"], sql), "CLI")

@@ -7,8 +7,6 @@ over plain Flight, Flight SQL statements and prepared statements, exports and th
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -16,8 +14,7 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
-from tests.security.conftest import Lab, Outcome, run_flightsql
-from tests.support.server import REPO
+from tests.security.conftest import Lab, Outcome, run_cli, run_flightsql
 from tests.tasks.support import wait_job
 
 DENIED = frozenset({"permission_denied"})
@@ -266,23 +263,9 @@ def test_reader_cannot_write_through_an_export(lab: Lab, who: str, attack: Attac
 
 @pytest.mark.parametrize(("who", "attack"), _params([BY_ID[i] for i in CLI_PICKS], ["reader"]))
 def test_reader_cannot_write_through_the_cli(lab: Lab, who: str, attack: Attack) -> None:
-    env = {k: v for k, v in lab.server.env.items() if not k.startswith("AGENTDATA_")}
-    env.update(AGENTDATA_FLIGHT_URL=lab.server.flight_url, AGENTDATA_TOKEN=lab.tokens[who])
-    proc = subprocess.run(
-        [sys.executable, "-m", "agentdata", "sql", attack.sql],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    outcome = (
-        Outcome(table=pa.table({"stdout": [proc.stdout]}))
-        if proc.returncode == 0
-        else Outcome(error=proc.stderr, error_type=f"exit {proc.returncode}")
-    )
+    outcome = run_cli(lab.server, lab.tokens[who], attack.sql)
     _judge(lab, who, attack, outcome, "the CLI")
-    lab.assert_no_leak(proc.stdout + proc.stderr, echo=attack.sql, secrets=False)
+    lab.assert_no_leak(outcome.text(), echo=attack.sql, secrets=False)
 
 
 # -- what readers may still do ------------------------------------------------------
