@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from decimal import Decimal
@@ -23,10 +21,11 @@ import pyarrow.flight as fl
 import pytest
 
 from tests.support.fakesnow_server import FakesnowServer
-from tests.support.server import REPO, ServerProcess, restart_server, start_server
+from tests.support.server import ServerProcess, restart_server, start_server
 from tests.sync.correctness_cases import *  # noqa: F403 - the shared cases run here too
 from tests.sync.correctness_cases import SYNC_BATCH_ROWS
 from tests.sync.support import (
+    cli,
     create_spec,
     job,
     rows,
@@ -283,19 +282,8 @@ def test_rest_api_validates_and_is_admin_only(
     assert http.get("/api/v1/syncs/api-spec").status_code == 404
 
 
-def _cli(server: ServerProcess, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "agentdata", "sync", *args],
-        cwd=REPO,
-        env={**server.env, "AGENTDATA_URL": server.http_url, "AGENTDATA_TOKEN": server.admin_token},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
 def test_cli_add_ls_run_status(snow: FakesnowServer, server: ServerProcess, tmp_path: Path) -> None:
-    added = _cli(
+    added = cli(
         server,
         "add",
         "cli-events",
@@ -315,23 +303,23 @@ def test_cli_add_ls_run_status(snow: FakesnowServer, server: ServerProcess, tmp_
     assert added.returncode == 0, added.stderr
     assert "created sync cli-events" in added.stdout
 
-    listed = _cli(server, "ls")
+    listed = cli(server, "ls")
     assert listed.returncode == 0, listed.stderr
     line = next(line for line in listed.stdout.splitlines() if line.startswith("cli-events"))
     assert "cli.events" in line and "incremental" in line
 
-    ran = _cli(server, "run", "cli-events")
+    ran = cli(server, "run", "cli-events")
     assert ran.returncode == 0, ran.stderr
     assert "rows loaded into cli.events" in ran.stdout
     assert "job " in ran.stderr  # the progress bar and the queued job go to stderr
 
-    status = _cli(server, "status", "cli-events", "--json")
+    status = cli(server, "status", "cli-events", "--json")
     assert status.returncode == 0, status.stderr
     record = json.loads(status.stdout)
     assert record["runs"] == 1 and record["last_job"]["state"] == "succeeded"
     assert record["spec"]["lookback"] == "1 minute" and record["spec"]["primary_key"] == ["ID"]
 
-    missing = _cli(server, "run", "no-such-sync")
+    missing = cli(server, "run", "no-such-sync")
     assert missing.returncode != 0 and "not_found" in missing.stderr
 
 
