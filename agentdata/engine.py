@@ -838,21 +838,17 @@ class Engine:
         sql = stmt.sql
         runs: Sequence[Sequence[Any] | Mapping[str, Any] | None] = [None]
         batch_view: tuple[str, pa.Table] | None = None
+        conflicts: str | None = None
         if param_sets is not None and not isinstance(param_sets, ParameterBatch):
             runs = param_sets
         elif isinstance(param_sets, ParameterBatch):
             view = f"__agentdata_params_{uuid.uuid4().hex}"
-            set_based = param_batches.set_based(stmt.sql, view, param_sets.columns())
-            if set_based is not None:
-                sql, runs, batch_view = set_based, [None], (view, param_sets.as_view())
-            elif len(param_sets) > param_batches.MAX_ROW_BY_ROW:
-                raise PayloadTooLarge(
-                    f"{len(param_sets)} parameter sets for a statement that runs row by row "
-                    f"(at most {param_batches.MAX_ROW_BY_ROW}); INSERT ... VALUES (?, ...) and "
-                    "DELETE ... WHERE run set-based: load bulk data with ingest (adbc_ingest)"
-                )
+            plan = param_batches.set_based(stmt.sql, view, param_sets.columns())
+            if plan is not None:
+                sql, runs, batch_view = plan.sql, [None], (view, param_sets.as_view())
+                conflicts = plan.conflicts
             else:
-                runs = param_sets.sets()
+                runs = _row_by_row(param_sets)
         changed = 0
         returned: list[pa.Table] = []
         with self.writer() as cur:
@@ -860,6 +856,10 @@ class Engine:
             schemas_before = _schemas(cur)
             if batch_view is not None:
                 cur.register(*batch_view)
+                if conflicts is not None and cur.execute(conflicts).fetchone() is not None:
+                    # Two sets meet on one row: only the row-by-row run says which wins.
+                    assert isinstance(param_sets, ParameterBatch)
+                    sql, runs = stmt.sql, _row_by_row(param_sets)
             for params in runs:
                 if stmt.returning:
                     # The relation API: DuckDB runs the DML now and hands its RETURNING
@@ -1208,6 +1208,19 @@ def _catalog(cur: duckdb.DuckDBPyConnection) -> set[str]:
         " UNION ALL SELECT lower(schema_name || '.' || view_name) FROM duckdb_views() WHERE NOT internal AND NOT temporary"
     ).fetchall()
     return {r[0] for r in rows}
+
+
+def _row_by_row(batch: ParameterBatch) -> list[Sequence[Any] | Mapping[str, Any]]:
+    """A batch's parameter sets for running a statement once per set, refusing more than
+    that is worth doing under the writer lock."""
+    if len(batch) > param_batches.MAX_ROW_BY_ROW:
+        raise PayloadTooLarge(
+            f"{len(batch)} parameter sets for a statement that runs row by row "
+            f"(at most {param_batches.MAX_ROW_BY_ROW}); INSERT ... VALUES (?, ...), "
+            "DELETE ... WHERE and UPDATE ... WHERE run set-based: load bulk data with "
+            "ingest (adbc_ingest)"
+        )
+    return batch.sets()
 
 
 def max_rows_message(max_rows: int) -> str:

@@ -12,13 +12,19 @@ table are one execution:
 
 `set_based` makes that rewrite for the shapes where it means exactly what running the
 statement row by row means: an INSERT with a single VALUES row whose placeholders all
-sit in that row, and a DELETE whose placeholders all sit in its WHERE clause
+sit in that row, a DELETE whose placeholders all sit in its WHERE clause
 (`DELETE FROM t WHERE id = ?` -> `... WHERE EXISTS (SELECT 1 FROM <batch> AS __p WHERE
-id = __p."...")`), each optionally followed by RETURNING. Everything else (UPDATE,
-whose later sets overwrite earlier ones; several VALUES rows; `ON CONFLICT` or
-`INSERT OR ...`, whose row-by-row runs see each other's rows; `DEFAULT`; subqueries)
-answers None and runs row by row. The statement is tokenized by DuckDB itself, so strings, quoted names and
-comments are never mistaken for placeholders.
+id = __p."...")`), and an UPDATE whose WHERE clause reads no column it sets
+(`UPDATE t SET v = ? WHERE id = ?` -> `UPDATE t SET v = __p."..." FROM <batch> AS __p
+WHERE (id = __p."...")`), each optionally followed by RETURNING. An UPDATE is the same
+as its row-by-row run only when no row matches two sets (row by row the later set
+wins; set-based, DuckDB picks one): its plan carries a `conflicts` query the caller
+runs first, in the same transaction, falling back to row by row when it finds one.
+Everything else (several VALUES rows; `ON CONFLICT` or `INSERT OR ...`, whose
+row-by-row runs see each other's rows; `DEFAULT`; subqueries; an UPDATE whose sets
+change what its WHERE matches) answers None and runs row by row. The statement is
+tokenized by DuckDB itself, so strings, quoted names and comments are never mistaken
+for placeholders.
 """
 
 from __future__ import annotations
@@ -78,6 +84,17 @@ class ParameterBatch:
 
 
 @dataclass(frozen=True)
+class SetBased:
+    """A statement's set-based form over the batch."""
+
+    sql: str
+    #: A query returning a row when the set-based form would differ from the row-by-row
+    #: run (an UPDATE whose sets meet on one row); run it first, then `sql` if it is
+    #: empty. None: `sql` always means the same.
+    conflicts: str | None = None
+
+
+@dataclass(frozen=True)
 class _Tokens:
     sql: str
     items: list[tuple[int, int, str]]  # (start, end, type) of each non-comment token
@@ -104,7 +121,7 @@ class _Tokens:
         return self.text(i).upper() if self.kind(i) == "keyword" else ""
 
 
-def set_based(sql: str, view: str, columns: Mapping[str, str]) -> str | None:
+def set_based(sql: str, view: str, columns: Mapping[str, str]) -> SetBased | None:
     """`sql` run once for every row of `view` (one row per parameter set), as one
     statement; None when the statement has no such form that means the same as running
     it row by row (see the module docstring).
@@ -119,9 +136,13 @@ def set_based(sql: str, view: str, columns: Mapping[str, str]) -> str | None:
     if not t.items:
         return None
     if t.word(0) == "INSERT":
-        return _insert_select(t, view, columns)
+        insert = _insert_select(t, view, columns)
+        return SetBased(insert) if insert is not None else None
     if t.word(0) == "DELETE":
-        return _delete_exists(t, view, columns)
+        delete = _delete_exists(t, view, columns)
+        return SetBased(delete) if delete is not None else None
+    if t.word(0) == "UPDATE":
+        return _update_from(t, view, columns)
     return None
 
 
@@ -173,6 +194,98 @@ def _delete_exists(t: _Tokens, view: str, columns: Mapping[str, str]) -> str | N
     return f"{head}{exists}{_suffix(t, end if end < n else None)}"
 
 
+def _update_from(t: _Tokens, view: str, columns: Mapping[str, str]) -> SetBased | None:
+    """UPDATE target SET <assignments> WHERE <cond> [RETURNING ...] -> UPDATE target SET
+    <assignments over the batch> FROM view WHERE (<cond over the batch>), with the query
+    that finds a target row two sets would both update."""
+    n = len(t.items)
+    if any(t.word(i) in ("SELECT", "FROM", "USING", "DEFAULT") for i in range(n)):
+        return None  # subqueries see earlier sets' rows; FROM/USING already join
+    set_at = next((i for i in range(n) if t.word(i) == "SET"), None)
+    where = next((i for i in range(n) if t.word(i) == "WHERE"), None)
+    if set_at is None or where is None or not set_at < where:
+        return None
+    target = _target(t, range(1, set_at))
+    if target is None:
+        return None
+    table_text, ref = target
+    end = next((i for i in range(where, n) if t.word(i) == "RETURNING"), n)
+    while end > where + 1 and t.text(end - 1) == ";":
+        end -= 1
+    assigned = _assigned(t, range(set_at + 1, where))
+    if assigned is None or any(
+        _name(t, i) in assigned
+        for i in range(where + 1, end)
+        if t.kind(i) != "operator" and not _is_placeholder(t, i - 1)
+    ):
+        return None  # a set could change which rows a later set's WHERE matches
+    if not _placeholders_only_in(t, range(set_at + 1, end)):
+        return None
+    assignments = _replaced(t, range(set_at + 1, where), columns)
+    before = sum(1 for i in range(set_at + 1, where) if t.text(i) == "?")
+    condition = _replaced(t, range(where + 1, end), columns, skip=before)
+    if assignments is None or condition is None:
+        return None
+    head = t.sql[: t.items[set_at + 1][0]]
+    batch = f"{view} AS {ALIAS}"
+    sql = f"{head}{assignments} FROM {batch} WHERE ({condition}\n){_suffix(t, end if end < n else None)}"
+    conflicts = (
+        f"SELECT 1 FROM {table_text} JOIN {batch} ON ({condition}\n) "
+        f"GROUP BY {ref}.rowid HAVING count(*) > 1 LIMIT 1"
+    )
+    return SetBased(sql, conflicts)
+
+
+def _target(t: _Tokens, span: range) -> tuple[str, str] | None:
+    """An UPDATE's `name[.name...] [[AS] alias]`: its text and how to refer to its rows."""
+    i = span.start
+    if i >= span.stop or t.kind(i) not in ("identifier", "keyword"):
+        return None
+    while i + 2 < span.stop and t.text(i + 1) == ".":
+        i += 2
+    table_text = t.sql[t.items[span.start][0] : t.items[i][1]]
+    rest = list(range(i + 1, span.stop))
+    if rest and t.word(rest[0]) == "AS":
+        rest = rest[1:]
+    if not rest:
+        return table_text, table_text
+    if len(rest) == 1 and t.kind(rest[0]) in ("identifier", "keyword"):
+        alias = t.text(rest[0])
+        return f"{table_text} AS {alias}", alias
+    return None
+
+
+def _assigned(t: _Tokens, span: range) -> set[str] | None:
+    """The column names a SET clause assigns (`a = ..., b = ...`), or None for a shape
+    this does not read (`(a, b) = ...`)."""
+    names: set[str] = set()
+    depth = 0
+    expect_name = True
+    for i in span:
+        text = t.text(i)
+        if t.kind(i) == "operator":
+            depth += text.count("(") - text.count(")")
+            if depth == 0 and text == ",":
+                expect_name = True
+                continue
+        if expect_name:
+            if t.kind(i) not in ("identifier", "keyword") or i + 1 >= span.stop:
+                return None
+            if t.text(i + 1) != "=":
+                return None
+            names.add(_name(t, i))
+            expect_name = False
+    return names or None
+
+
+def _name(t: _Tokens, i: int) -> str:
+    """A name token as the catalog compares it: unquoted and case-folded."""
+    text = t.text(i)
+    if len(text) >= 2 and text[0] == text[-1] == '"':
+        text = text[1:-1].replace('""', '"')
+    return text.lower()
+
+
 def _tail(t: _Tokens, i: int) -> int | None:
     """Past `i`: the index of RETURNING, len(items) when nothing (but `;`) follows, or
     None when anything else does."""
@@ -195,11 +308,12 @@ def _placeholders_only_in(t: _Tokens, span: range) -> bool:
     return bool(found) and all(i in span for i in found)
 
 
-def _replaced(t: _Tokens, span: range, columns: Mapping[str, str]) -> str | None:
-    """The text of tokens `span` with each placeholder replaced by its batch column."""
+def _replaced(t: _Tokens, span: range, columns: Mapping[str, str], skip: int = 0) -> str | None:
+    """The text of tokens `span` with each placeholder replaced by its batch column
+    (`skip`: how many `?` placeholders come before the span)."""
     pieces = []
     cursor = t.items[span.start][0]
-    position = 0
+    position = skip
     for i in span:
         if not _is_placeholder(t, i):
             continue

@@ -3,8 +3,8 @@
 Clients send a prepared statement's parameters as record batches, one row per
 execution and one column per placeholder, in placeholder order (ADBC names them
 "0", "1", ...; with bind-by-name, the column names are the `$name`s). An update
-runs the whole batch at once (`agentdata.param_batches`: one set-based INSERT where
-the statement allows it); a query takes one row.
+runs the whole batch at once (`agentdata.param_batches`: one set-based INSERT, UPDATE
+or DELETE where the statement allows it); a query takes one row.
 """
 
 from __future__ import annotations

@@ -276,3 +276,21 @@ def test_transactions_are_unimplemented(server: ServerProcess, reader_token: str
     action = fl.Action("BeginTransaction", pack(pb.ActionBeginTransactionRequest()))
     with pytest.raises(NotImplementedError, match="transactions are not supported"):
         list(client.do_action(action, server.options(reader_token)))
+
+
+def test_poll_flight_info_says_it_is_unsupported(connect: Connect, reader_token: str) -> None:
+    """ADBC's incremental execution calls PollFlightInfo, which pyarrow's server cannot
+    serve: the client gets our UNIMPLEMENTED answer naming what to call instead, and the
+    connection stays usable for ordinary queries."""
+    conn = connect(reader_token)
+    cur = conn.cursor()
+    cur.adbc_statement.set_options(**{"adbc.statement.exec.incremental": "true"})
+    with pytest.raises(adbc_driver_manager.NotSupportedError) as raised:
+        cur.adbc_execute_partitions("SELECT 1")
+    assert "[unimplemented] PollFlightInfo is not supported: call GetFlightInfo" in str(
+        raised.value
+    )
+    cur.close()
+    with conn.cursor() as plain:
+        plain.execute("SELECT 41 + 1")
+        assert plain.fetchone() == (42,)

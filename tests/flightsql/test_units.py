@@ -213,7 +213,7 @@ def test_engine_runs_a_parameter_batch_set_based(core: Core) -> None:
     dup = ParameterBatch(pa.table({"0": [4, 1], "1": ["d", "x"]}), ["1", "2"])
     with pytest.raises(Exception, match="(?i)constraint|duplicate"):
         engine.execute_write(WRITER, "INSERT INTO main.batch VALUES (?, ?)", param_sets=dup)
-    # By name; and a statement that runs row by row (UPDATE) takes the same batch.
+    # By name; and UPDATE, set-based when no row meets two sets.
     named = ParameterBatch(pa.table({"v": ["z"], "k": [5]}), ["k", "v"])
     assert (
         engine.execute_write(WRITER, "INSERT INTO main.batch VALUES ($k, $v)", param_sets=named)
@@ -228,6 +228,24 @@ def test_engine_runs_a_parameter_batch_set_based(core: Core) -> None:
     assert got == [
         {"k": 1, "v": "y"},
         {"k": 2, "v": None},
+        {"k": 3, "v": "C"},
+        {"k": 5, "v": "w"},
+    ]
+    # Two sets on one row: row by row, so the later one wins and both count, as a
+    # client running them one by one would see.
+    twice = ParameterBatch(pa.table({"0": ["p", "q", "r"], "1": [3, 3, 5]}), ["1", "2"])
+    assert (
+        engine.execute_write(WRITER, "UPDATE main.batch SET v = ? WHERE k = ?", param_sets=twice)
+        == 3
+    )
+    got = engine.query_table(READER, "SELECT k, v FROM main.batch WHERE k IN (3, 5) ORDER BY k")
+    assert got.to_pylist() == [{"k": 3, "v": "q"}, {"k": 5, "v": "r"}]
+    # RETURNING through the set-based form: one row per updated row.
+    back = ParameterBatch(pa.table({"0": ["C", "w"], "1": [3, 5]}), ["1", "2"])
+    outcome = engine.run_write(
+        WRITER, "UPDATE main.batch SET v = ? WHERE k = ? RETURNING k, v", param_sets=back
+    )
+    assert sorted(outcome.result().to_pylist(), key=lambda r: r["k"]) == [
         {"k": 3, "v": "C"},
         {"k": 5, "v": "w"},
     ]
@@ -262,10 +280,29 @@ def test_engine_runs_a_parameter_batch_set_based(core: Core) -> None:
         ("INSERT INTO t VALUES (?, DEFAULT)", None),
         ("INSERT INTO t VALUES ((SELECT max(k) FROM t) + ?)", None),
         ("INSERT INTO t SELECT ?", None),
-        ("UPDATE t SET a = ? WHERE b = ?", None),
+        (
+            "UPDATE s.t SET a = upper(?) WHERE b = ? RETURNING a;",
+            'UPDATE s.t SET a = upper(__p."p0") FROM v AS __p WHERE (b = __p."p1"\n) RETURNING a',
+        ),
+        (
+            "UPDATE t AS x SET a = $2, c = c + 1 WHERE x.b = $1",
+            'UPDATE t AS x SET a = __p."p1", c = c + 1 FROM v AS __p WHERE (x.b = __p."p0"\n)',
+        ),
+        # The WHERE reads a column the sets change: a set could move rows into a later
+        # set's match.
+        ("UPDATE t SET a = ? WHERE a = ?", None),
+        ('UPDATE t SET "A" = ? WHERE b = ? OR a > 0', None),
+        ("UPDATE t SET a = ?", None),
+        ("UPDATE t SET a = ? FROM u WHERE t.b = u.b AND u.c = ?", None),
+        ("UPDATE t SET a = (SELECT max(b) FROM t) + ? WHERE b = ?", None),
+        ("UPDATE t SET (a, b) = (?, ?) WHERE c = 1", None),
     ],
 )
 def test_set_based_rewrite(sql: str, expected: str | None) -> None:
     from agentdata.param_batches import set_based
 
-    assert set_based(sql, "v", {"1": "p0", "2": "p1"}) == expected
+    plan = set_based(sql, "v", {"1": "p0", "2": "p1"})
+    assert (plan.sql if plan else None) == expected
+    if plan is not None:
+        # Only an UPDATE can meet itself on one row.
+        assert (plan.conflicts is not None) == sql.upper().startswith("UPDATE")

@@ -142,22 +142,44 @@ def test_executemany_inserts_a_large_batch_as_one_statement(
     ]
 
 
+def test_executemany_updates_a_batch_larger_than_row_by_row_allows(
+    connect: Connect, writer_token: str, reader_token: str
+) -> None:
+    """An UPDATE batch runs as one set-based UPDATE ... FROM the batch: more sets than
+    the row-by-row limit allows (which would be refused) land, each on its row."""
+    from agentdata.param_batches import MAX_ROW_BY_ROW
+
+    n = MAX_ROW_BY_ROW + 20_000
+    cur = connect(writer_token).cursor()
+    cur.execute("CREATE TABLE main.wide (id BIGINT PRIMARY KEY, name VARCHAR)")
+    cur.executemany("INSERT INTO main.wide VALUES (?, ?)", [(i, None) for i in range(n)])
+    cur.executemany("UPDATE main.wide SET name = ? WHERE id = ?", [(f"n{i}", i) for i in range(n)])
+    assert cur.rowcount == n
+    assert _rows(
+        connect,
+        reader_token,
+        "SELECT count(*), count(*) FILTER (WHERE name = 'n' || id) FROM main.wide",
+    ) == [(n, n)]
+
+
 def test_executemany_with_returning_and_row_by_row_statements(
     connect: Connect, writer_token: str, reader_token: str
 ) -> None:
     cur = connect(writer_token).cursor()
     cur.execute("CREATE TABLE main.tags (id INTEGER PRIMARY KEY, tag VARCHAR)")
     cur.executemany("INSERT INTO main.tags VALUES (?, ?)", [(1, "a"), (2, "b"), (3, "c")])
-    # UPDATE has no set-based form that means the same: its sets run one by one, together.
-    cur.executemany("UPDATE main.tags SET tag = tag || ? WHERE id = ?", [("!", 1), ("?", 3)])
-    assert cur.rowcount == 2
+    # Two sets on one row: the UPDATE runs set by set (together), so both apply in order.
+    cur.executemany(
+        "UPDATE main.tags SET tag = tag || ? WHERE id = ?", [("!", 1), ("?", 3), ("+", 1)]
+    )
+    assert cur.rowcount == 3
     # Several VALUES rows, or ON CONFLICT, also run row by row.
     cur.executemany(
         "INSERT INTO main.tags VALUES (?, ?) ON CONFLICT (id) DO UPDATE SET tag = excluded.tag",
         [(4, "d"), (4, "e")],
     )
     assert _rows(connect, reader_token, "SELECT id, tag FROM main.tags ORDER BY id") == [
-        (1, "a!"),
+        (1, "a!+"),
         (2, "b"),
         (3, "c?"),
         (4, "e"),
