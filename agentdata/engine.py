@@ -32,6 +32,7 @@ import duckdb
 import pyarrow as pa
 
 from agentdata import cost, descriptions, param_batches, returning, sqlguard
+from agentdata.bound_schema import BoundSchemas
 from agentdata.deadlines import Watchdog
 from agentdata.errors import (
     AgentdataError,
@@ -265,6 +266,8 @@ class Engine:
         self.batch_rows = batch_rows
         self.max_batch_bytes = max_batch_bytes
         self.query_timeout_s = query_timeout_s
+        #: Result schemas by binding (GetFlightInfo runs nothing; see agentdata.bound_schema).
+        self._schemas = BoundSchemas()
         self.guard = Guard(max_sql_bytes=max_sql_bytes, bounds=ValueBounds(max_generated_bytes))
         config: dict[str, Any] = {
             "memory_limit": memory_limit,
@@ -483,9 +486,8 @@ class Engine:
         params: Sequence[Any] | Mapping[str, Any] | None = None,
     ) -> tuple[CheckedStatement, pa.Schema]:
         """The result schema of `sql`, learned without running it: a checked SELECT is
-        bound inside `SELECT * FROM (...) LIMIT 0` in a READ ONLY transaction (planned
-        away, nothing scanned); EXPLAIN and writes have fixed schemas, but for DML with
-        RETURNING (see `_write_schema`).
+        only bound, in a READ ONLY transaction (see agentdata.bound_schema); EXPLAIN and
+        writes have fixed schemas, but for DML with RETURNING (see `_write_schema`).
 
         A statement with placeholders needs `params` (NULLs give a best guess).
         """
@@ -498,11 +500,7 @@ class Engine:
             if stmt.kind is Kind.WRITE:
                 return stmt, self._write_schema(principal, stmt, params)
             with sqlguard.scrubbed(principal), translate_errors():
-                probe = f"SELECT * FROM (\n{stmt.sql}\n) LIMIT 0"
-                rel = cur.sql(probe, params=params)
-                schema = rel.to_arrow_table().schema
-                schema = json_schema(schema, rel.types) or schema
-            return stmt, schema
+                return stmt, self._schemas.of(cur, stmt.sql, params)
 
     # -- reading -------------------------------------------------------------
     def open_stream(

@@ -1,9 +1,16 @@
-"""Start a real `agentdata serve` process on free ports, for end-to-end tests."""
+"""Start a real `agentdata serve` process on free ports, for end-to-end tests.
+
+The server binds port 0 (the kernel picks free ports, so two test processes can
+never race for one) and the ports it got are read back from its ready line:
+
+    agentdata ready: flight=grpc://127.0.0.1:40123 http=http://127.0.0.1:40124 ...
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import ssl
@@ -20,8 +27,13 @@ import pyarrow.flight as fl
 
 REPO = Path(__file__).resolve().parents[2]
 
+#: The line `agentdata serve` logs once both servers listen (agentdata.launcher).
+READY = re.compile(rb"agentdata ready: flight=\S+://\S*:(\d+) http=\S+://\S*:(\d+)")
+
 
 def free_port() -> int:
+    """A port free now, for tests that need one nothing listens on (a dead address);
+    servers bind port 0 instead (see `start_server`)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -113,13 +125,13 @@ def start_server(
     the server's CA (and holds a client certificate under mutual TLS); the health poll
     then speaks HTTPS with it.
     """
-    flight_port, http_port = free_port(), free_port()
     admin = "adt_test_" + os.urandom(12).hex()
     full_env = {
         **os.environ,
         "AGENTDATA_DATA_DIR": str(data_dir),
-        "AGENTDATA_FLIGHT_PORT": str(flight_port),
-        "AGENTDATA_HTTP_PORT": str(http_port),
+        "AGENTDATA_FLIGHT_PORT": "0",
+        "AGENTDATA_HTTP_PORT": "0",
+        "AGENTDATA_LOG_LEVEL": "INFO",
         "AGENTDATA_ADMIN_TOKEN": admin,
         "AGENTDATA_DEMO_ROWS": str(demo_rows),
         "AGENTDATA_MEMORY_LIMIT": "1GB",
@@ -129,6 +141,7 @@ def start_server(
     full_env.pop("AGENTDATA_REDIS_URL", None) if "AGENTDATA_REDIS_URL" not in (env or {}) else None
     data_dir.mkdir(parents=True, exist_ok=True)
     log_path = data_dir.parent / f"{data_dir.name}-server.log"
+    log_start = log_path.stat().st_size if log_path.exists() else 0
     log_file = open(log_path, "ab")  # noqa: SIM115 - lives as long as the process
     proc = subprocess.Popen(
         [sys.executable, "-m", "agentdata", "serve", *(args or [])],
@@ -137,8 +150,8 @@ def start_server(
         stdout=log_file,
         stderr=subprocess.STDOUT,
     )
-    server = ServerProcess(data_dir, flight_port, http_port, admin, proc, log_path, full_env, tls)
-    return _wait_healthy(server, wait)
+    server = ServerProcess(data_dir, 0, 0, admin, proc, log_path, full_env, tls)
+    return _wait_healthy(server, wait, log_start)
 
 
 def restart_server(server: ServerProcess, *, wait: float = 60) -> ServerProcess:
@@ -147,6 +160,7 @@ def restart_server(server: ServerProcess, *, wait: float = 60) -> ServerProcess:
     if server.proc.poll() is None:
         server.proc.kill()
         server.proc.wait()
+    log_start = server.log_path.stat().st_size
     log_file = open(server.log_path, "ab")  # noqa: SIM115 - lives as long as the process
     proc = subprocess.Popen(
         [sys.executable, "-m", "agentdata", "serve"],
@@ -165,15 +179,29 @@ def restart_server(server: ServerProcess, *, wait: float = 60) -> ServerProcess:
         server.env,
         server.tls,
     )
-    return _wait_healthy(again, wait)
+    return _wait_healthy(again, wait, log_start)
 
 
-def _wait_healthy(server: ServerProcess, wait: float) -> ServerProcess:
-    """Wait until the server answers /healthz (it exiting, or the deadline, is an error)."""
+def _wait_healthy(server: ServerProcess, wait: float, log_start: int) -> ServerProcess:
+    """Wait until the server logs its ports (past `log_start` in its log) and answers
+    /healthz (it exiting, or the deadline, is an error). A server started on port 0
+    keeps the ports it got across `restart_server`."""
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
         if server.proc.poll() is not None:
             raise RuntimeError(f"server exited with {server.proc.returncode}:\n{server.log()}")
+        if not server.http_port:
+            with open(server.log_path, "rb") as f:
+                f.seek(log_start)
+                ready = READY.search(f.read())
+            if ready is None:
+                time.sleep(0.05)
+                continue
+            server.flight_port, server.http_port = int(ready[1]), int(ready[2])
+            server.env.update(
+                AGENTDATA_FLIGHT_PORT=str(server.flight_port),
+                AGENTDATA_HTTP_PORT=str(server.http_port),
+            )
         try:
             health = httpx.get(f"{server.http_url}/healthz", timeout=1, verify=server.tls or True)
             if health.status_code == 200:

@@ -39,7 +39,7 @@ def test_an_error_reaches_the_consumer_after_the_items_before_it() -> None:
 
 def test_runs_ahead_but_never_more_than_depth_and_close_stops_the_thread() -> None:
     produce, produced = _producer(list(range(1000)))
-    p = Prefetcher(produce, depth=2)
+    p = Prefetcher(produce, depth=2, inline=0)
     assert next(p) == 0
     deadline = time.monotonic() + 5
     while p._queue.qsize() < 2 and time.monotonic() < deadline:
@@ -49,3 +49,40 @@ def test_runs_ahead_but_never_more_than_depth_and_close_stops_the_thread() -> No
     assert len(produced) == 3
     p.close()
     assert not p._thread.is_alive()
+
+
+def test_a_short_stream_never_starts_the_thread() -> None:
+    """The first items are produced on the consumer's thread: a one-batch result costs
+    no thread; a longer one overlaps from the item after them."""
+    produce, _ = _producer([7])
+    p = Prefetcher(produce, inline=2)
+    assert list(p) == [7]
+    assert p._thread.ident is None
+    p.close()  # closing an unstarted prefetcher is fine
+    produce, _ = _producer(list(range(5)))
+    p = Prefetcher(produce, inline=2)
+    assert [next(p), next(p)] == [0, 1]
+    assert p._thread.ident is None
+    assert list(p) == [2, 3, 4]
+    assert p._thread.ident is not None
+    p.close()
+
+
+def test_an_error_in_an_inline_item_ends_the_stream() -> None:
+    produce, _ = _producer(list(range(10)), fail_at=1)
+    p = Prefetcher(produce, inline=2)
+    assert next(p) == 0
+    with pytest.raises(ValueError, match="failed at 1"):
+        next(p)
+    with pytest.raises(StopIteration):
+        next(p)
+    assert p._thread.ident is None
+
+
+def test_close_before_the_thread_starts_ends_the_stream() -> None:
+    produce, _ = _producer(list(range(10)))
+    p = Prefetcher(produce, inline=1)
+    assert next(p) == 0
+    p.close()
+    with pytest.raises(StopIteration):
+        next(p)
