@@ -37,9 +37,10 @@ bench: $(STAMP)
 bench-quick: $(STAMP)
 	$(BIN)/python -m benchmarks.run --quick
 
-# Re-resolve exact pins after editing requirements.in (the lock names no package host).
+# Re-resolve exact pins after editing pyproject.toml's dependencies (runtime and the dev
+# extra; the lock names no package host).
 lock: $(STAMP)
-	$(BIN)/uv pip compile requirements.in --python-version 3.11 --no-header --no-annotate -o requirements.lock
+	$(BIN)/uv pip compile pyproject.toml --extra dev --python-version 3.11 --no-header --no-annotate -o requirements.lock
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

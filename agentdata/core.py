@@ -12,9 +12,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from agentdata.admission import Admission
 from agentdata.artefacts import ArtefactStore
+from agentdata.audit import AuditLog
 from agentdata.demo import load_demo
 from agentdata.engine import Engine
+from agentdata.federation import Federation
+from agentdata.federation.snowflake import SnowflakeSide
+from agentdata.governance import mask_salt
 from agentdata.jobs import JobStore
 from agentdata.meta import MetaStore
 from agentdata.metrics import refresh_store_gauges
@@ -23,7 +28,7 @@ from agentdata.syncs import SyncStore
 from agentdata.tokens import TokenRecord, TokenService
 
 if TYPE_CHECKING:
-    from agentdata.dispatch import Dispatcher
+    from agentdata.tasks import Dispatcher
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +49,7 @@ class Core:
     probes: dict[str, Callable[[], object]] = field(default_factory=dict)
     #: Called before /metrics renders, to refresh gauges that are cheaper to read than to track.
     gauge_refreshers: list[Callable[[], None]] = field(default_factory=list)
-    #: Where tasks go: the in-process runner or Celery (set by `serve`; see agentdata.dispatch).
+    #: Where tasks go: the in-process runner or Celery (set by `serve`; see agentdata.tasks).
     dispatcher: Dispatcher | None = None
     #: URLs this process serves on, as tasks reach them ("http", "flight"); set by `serve`.
     endpoints: dict[str, str] = field(default_factory=dict)
@@ -62,8 +67,11 @@ class Core:
             refresh()
 
     @classmethod
-    def open(cls, settings: Settings) -> Core:
-        """Open (or create) the data dir; load the demo dataset on a first start."""
+    def open(cls, settings: Settings, *, snowflake: SnowflakeSide | None = None) -> Core:
+        """Open (or create) the data dir; load the demo dataset on a first start.
+
+        `snowflake` lets remote (federated) tables reach Snowflake (the launcher passes
+        the sync stages' credentials and type mapping; see agentdata.federation)."""
         data_dir = settings.data_dir
         data_dir.mkdir(parents=True, exist_ok=True)
         first_start = not settings.db_path.exists()
@@ -81,9 +89,27 @@ class Core:
             max_generated_bytes=settings.max_generated_bytes,
             memory_headroom_bytes=settings.memory_headroom_bytes,
             result_cache_bytes=settings.result_cache_bytes,
+            mask_salt=mask_salt(settings.resolved_jwt_secret()),
+            audit_log=AuditLog(meta, sql_max_chars=settings.audit_sql_max_chars)
+            if settings.audit_enabled
+            else None,
+            admission=Admission(
+                max_concurrent=settings.max_concurrent_queries,
+                queue=settings.admission_queue,
+                wait_s=settings.admission_wait_s,
+                token_default=settings.token_max_concurrent,
+            ),
+            federation=Federation(
+                meta,
+                snowflake=snowflake,
+                max_unfiltered_rows=settings.federation_max_unfiltered_rows,
+                batch_rows=settings.batch_rows,
+            ),
         )
+        jobs = JobStore(meta)
         tokens = TokenService(
             meta,
+            jobs=jobs,
             secret=settings.resolved_jwt_secret(),
             admin_token=settings.resolved_admin_token(),
             default_ttl_s=settings.token_default_ttl_s,
@@ -102,7 +128,7 @@ class Core:
             meta=meta,
             engine=engine,
             tokens=tokens,
-            jobs=JobStore(meta),
+            jobs=jobs,
             artefacts=artefacts,
             syncs=SyncStore(meta),
         )
@@ -129,4 +155,6 @@ class Core:
     def close(self) -> None:
         """Stop queries, checkpoint and close the database, close the meta store."""
         self.engine.close()
+        if self.engine.audit is not None:
+            self.engine.audit.close()
         self.meta.close()

@@ -3,8 +3,10 @@
 Reads run on per-request cursors inside READ ONLY transactions and stream as Arrow
 record batches; writes go through one serialised writer path. Every statement passes
 the guard (`agentdata.sqlguard`) first, on the same cursor and under the same deadline
-as the query. DuckDB exceptions met here are translated into `agentdata.errors` by
-`translate_errors` (ingest and the sync loader use the same context manager).
+as the query. DuckDB exceptions are translated into `agentdata.errors` by
+`translate_errors`, under which the engine, ingest and federated queries run their
+statements; the guard (`sqlguard`) translates the errors of its own parse and bind
+checks itself.
 
 Streaming: `open_stream` returns a `pyarrow.RecordBatchReader` built over DuckDB's
 own Arrow reader. Memory is bounded by the batches in flight (batch_rows rows,
@@ -26,12 +28,22 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 import pyarrow as pa
 
-from agentdata import cost, descriptions, param_batches, returning, sqlguard
+from agentdata import (
+    audit,
+    cost,
+    descriptions,
+    governance,
+    governed_writes,
+    param_batches,
+    returning,
+    sqlguard,
+)
+from agentdata.admission import Admission
 from agentdata.bound_schema import BoundSchemas
 from agentdata.deadlines import Watchdog
 from agentdata.errors import (
@@ -68,6 +80,9 @@ from agentdata.sqlguard import (
 from agentdata.tokens import Principal
 from agentdata.value_bounds import EXHAUSTED_MARKER, ValueBounds
 
+if TYPE_CHECKING:
+    from agentdata.federation import Federation
+
 log = logging.getLogger(__name__)
 
 #: Schemas that are DuckDB's own, never listed as data.
@@ -80,6 +95,8 @@ _ANY_TABLE = "*"
 _VERDICTS = 4096
 _VERDICT_SQL_BYTES = 16 * 1024
 
+#: Schema metadata of a result DuckDB computed (federated ones say `snowflake`/`mixed`).
+_DUCKDB_RAN = {b"agentdata.engine": b"duckdb"}
 #: Result schema of a write statement.
 WRITE_RESULT_SCHEMA = pa.schema([pa.field("rows", pa.int64())])
 #: Result schema of any EXPLAIN: known without running it.
@@ -103,7 +120,8 @@ class WriteOutcome:
 
 @contextmanager
 def translate_errors() -> Iterator[None]:
-    """Re-raise DuckDB exceptions as the project's errors (the one place this happens)."""
+    """Re-raise DuckDB exceptions as the project's errors: the general mapping, used
+    wherever a statement runs (the guard translates its own binding errors itself)."""
     try:
         yield
     except AgentdataError:
@@ -139,7 +157,7 @@ _PATH = re.compile(r"(?<![\w:])/(?:[\w.+-]+/)+[\w.+-]*")
 
 
 def _clean(e: BaseException) -> str:
-    return _PATH.sub("<path>", str(e).strip())
+    return governance.hide_salts(_PATH.sub("<path>", str(e).strip()))
 
 
 @dataclass(frozen=True)
@@ -157,6 +175,8 @@ class TableInfo:
     #: What the table holds, in words (agentdata.descriptions); column name -> text.
     description: str | None = None
     column_descriptions: Mapping[str, str] = field(default_factory=dict)
+    #: Where the data lives: "duckdb", or "snowflake" for a remote table (federation).
+    location: str = "duckdb"
 
     @property
     def qualified(self) -> str:
@@ -185,6 +205,10 @@ class RunningQuery:
     detached: bool = False
     #: The results cache's table versions from before the query's snapshot was taken.
     versions: tuple[tuple[str, int], ...] = ()
+    #: Gives back its admission slots (agentdata.admission), once it ends.
+    release: Callable[[], None] | None = None
+    #: Called by `stop` too: work elsewhere to stop with it (a Snowflake statement).
+    on_stop: list[Callable[[], None]] = field(default_factory=list)
 
     def raise_if_stopped(self) -> None:
         """Raise why the query was stopped (timeout, cancel, revocation), if it was."""
@@ -198,6 +222,9 @@ class RunningQuery:
             self.cursor.interrupt()
         except duckdb.Error:
             pass
+        for hook in list(self.on_stop):
+            with suppress(Exception):
+                hook()
 
 
 @dataclass
@@ -261,14 +288,29 @@ class Engine:
         max_generated_bytes: int = 64 * 1024,
         memory_headroom_bytes: int = 256 * 1024 * 1024,
         result_cache_bytes: int = 64 * 1024 * 1024,
+        mask_salt: str = "",
+        federation: Federation | None = None,
+        audit_log: audit.AuditLog | None = None,
+        admission: Admission | None = None,
     ) -> None:
         self.meta = meta
+        #: Per-token and server-wide concurrency; None admits everything.
+        self.admission = admission
+        #: One record per query (agentdata.audit); None turns auditing off.
+        self.audit = audit_log
+        #: Remote (Snowflake) tables and the router for reads that involve them.
+        self.federation = federation
         self.batch_rows = batch_rows
         self.max_batch_bytes = max_batch_bytes
         self.query_timeout_s = query_timeout_s
+        governance.register_salt(mask_salt)
         #: Result schemas by binding (GetFlightInfo runs nothing; see agentdata.bound_schema).
         self._schemas = BoundSchemas()
-        self.guard = Guard(max_sql_bytes=max_sql_bytes, bounds=ValueBounds(max_generated_bytes))
+        self.guard = Guard(
+            max_sql_bytes=max_sql_bytes,
+            bounds=ValueBounds(max_generated_bytes),
+            mask_salt=mask_salt,
+        )
         config: dict[str, Any] = {
             "memory_limit": memory_limit,
             "autoinstall_known_extensions": False,
@@ -324,6 +366,7 @@ class Engine:
         return cur
 
     # -- checking ------------------------------------------------------------
+    @audit.audited_call(refusals_only=True)
     def check(self, principal: Principal, sql: str) -> CheckedStatement:
         """Validate one statement for `principal` without running it (bounded by the
         token's timeout, like a query)."""
@@ -333,7 +376,8 @@ class Engine:
     def _check_on(
         self, rq: RunningQuery, cur: duckdb.DuckDBPyConnection, principal: Principal, sql: str
     ) -> CheckedStatement:
-        key = (principal.role, principal.tables, sql, self._generation)
+        # Governance is part of the scope: tokens with other filters never share a verdict.
+        key = (principal.role, principal.tables, principal.governance, sql, self._generation)
         stmt = self._verdicts.get(key) if len(sql) <= _VERDICT_SQL_BYTES else None
         if stmt is None:
             with sqlguard.scrubbed(principal), translate_errors():
@@ -347,7 +391,20 @@ class Engine:
                         self._verdicts.popitem(last=False)
         if rq.stop_reason is not None:
             raise rq.stop_reason
+        audit.note_statement(stmt)
         return stmt
+
+    def validate_governance(
+        self, row_filters: Any, column_masks: Any
+    ) -> governance.Governance | None:
+        """A new token's row_filters and column_masks, checked against the database and
+        made canonical (see agentdata.governance); InvalidArgument says what is wrong."""
+        cur = self._read_cursor()
+        try:
+            with translate_errors():
+                return governance.validate(cur, row_filters, column_masks)
+        finally:
+            cur.close()
 
     def _written(self) -> None:
         """A write transaction ended: the catalog snapshot, cached verdicts and cached
@@ -427,8 +484,16 @@ class Engine:
         # result cached under them can only be older than what they say if a write
         # committed in between, and then the cache refuses it (see agentdata.result_cache).
         versions = self.results.versions([_ANY_TABLE])
-        cur = self._read_cursor()
-        rq = self._start(principal, sql, query_id, cur)
+        # Fair admission (agentdata.admission): slots are held until the query ends.
+        release = self.admission.admit(principal) if self.admission is not None else None
+        try:
+            cur = self._read_cursor()
+            rq = self._start(principal, sql, query_id, cur)
+        except BaseException:
+            if release is not None:
+                release()
+            raise
+        rq.release = release
         rq.versions = versions
         try:
             yield rq, cur
@@ -476,9 +541,12 @@ class Engine:
         for handle in rq.timers:
             self._watchdog.cancel(handle)
         self._unregister(rq)
+        if rq.release is not None:
+            rq.release()
         with suppress(Exception):
             rq.cursor.close()
 
+    @audit.audited_call(refusals_only=True)
     def schema_of(
         self,
         principal: Principal,
@@ -503,6 +571,7 @@ class Engine:
                 return stmt, self._schemas.of(cur, stmt.sql, params)
 
     # -- reading -------------------------------------------------------------
+    @audit.audited_stream(StreamOptions)
     def open_stream(
         self, principal: Principal, sql: str, options: StreamOptions | None = None
     ) -> ResultStream:
@@ -526,6 +595,17 @@ class Engine:
                 # One extra row tells "exactly max_rows" from "more than max_rows".
                 limit = max_rows + 1 if max_rows is not None and not stmt.explain else None
                 self._guard_cost(principal, cur, stmt, options.params, limit)
+                federated = (
+                    self.federation.open(rq, cur, principal, stmt, options.params, limit)
+                    if self.federation is not None
+                    else None
+                )
+                if federated is not None:  # Snowflake runs all or part of it
+                    rq.detached = True
+                    batches = self._batches(rq, federated, max_rows, options)
+                    if principal.governance is not None:
+                        batches = governance.redacting_errors(batches)
+                    return ResultStream(federated.schema, batches, rq.query_id)
                 cache_key = self._cache_key(principal, stmt, options, limit)
                 cached = self.results.get(cache_key, [_ANY_TABLE]) if cache_key else None
                 if cached is not None:
@@ -542,23 +622,27 @@ class Engine:
                     {
                         **(reader.schema.metadata or {}),
                         b"agentdata.cache": b"hit" if cached is not None else b"miss",
+                        b"agentdata.engine": b"duckdb",
                     }
                 )
                 read = {t for t in stmt.tables if t.split(".", 1)[0] not in SYSTEM_SCHEMAS}
                 if read:
                     schema = with_freshness(schema, freshness_of(self.meta, read))
                 rq.detached = True  # the stream owns it now
-                return ResultStream(
-                    schema, self._batches(rq, reader, max_rows, options), rq.query_id
-                )
+                batches = self._batches(rq, reader, max_rows, options)
+                if principal.governance is not None:
+                    # Rows outside the filter or under a mask must not surface in errors.
+                    batches = governance.redacting_errors(batches)
+                return ResultStream(schema, batches, rq.query_id)
         # A write: runs under the serialized writer, not on the read-only cursor.
         if stmt.explain:
-            table = self._explain_write(stmt)
+            table = self._explain_write(stmt).replace_schema_metadata(_DUCKDB_RAN)
             if options.on_finish:
                 options.on_finish(table.num_rows, table.nbytes)
             return ResultStream(table.schema, iter(table.to_batches()))
         param_sets = [options.params] if options.params is not None else None
         result = self.run_write(principal, stmt, param_sets=param_sets).result()
+        result = result.replace_schema_metadata(_DUCKDB_RAN)
         if options.on_finish:
             options.on_finish(result.num_rows, result.nbytes)
         return ResultStream(result.schema, iter(result.to_batches(self.batch_rows)))
@@ -573,7 +657,14 @@ class Engine:
         """The results-cache key of a read, or None if it must not be cached."""
         if not self.results.enabled or not stmt.deterministic or stmt.explain:
             return None
-        return (principal.role, principal.tables, stmt.sql, params_key(options.params), limit)
+        return (
+            principal.role,
+            principal.tables,
+            principal.governance,
+            stmt.sql,
+            params_key(options.params),
+            limit,
+        )
 
     def _recording(
         self, reader: pa.RecordBatchReader, key: tuple[Any, ...], versions: Versions
@@ -706,6 +797,7 @@ class Engine:
                 detail={"estimated_rows": estimate.rows, "max_scan_rows": budget},
             )
 
+    @audit.audited_call(refusals_only=False)
     def estimate(
         self, principal: Principal, sql: str
     ) -> tuple[CheckedStatement, cost.PlanEstimate]:
@@ -821,6 +913,7 @@ class Engine:
         """
         return self.run_write(principal, stmt, param_sets=param_sets).rows
 
+    @audit.audited_call(refusals_only=False)
     def run_write(
         self,
         principal: Principal,
@@ -875,6 +968,8 @@ class Engine:
                     row = None
                 if row and isinstance(row[0], int) and stmt.statement_type in returning.DML:
                     changed += int(row[0])
+            if stmt.row_check:  # a governed writer's rows (agentdata.governed_writes)
+                governed_writes.require_admitted(returned)
             if batch_view is not None:
                 cur.unregister(batch_view[0])
             # Bound tables plus any created by the statement changed now (dropped ones
@@ -895,7 +990,7 @@ class Engine:
             # same name starts undescribed).
             self.meta.execute("DELETE FROM table_stats WHERE name = ?", (gone,))
             self.meta.execute("DELETE FROM descriptions WHERE name = ?", (gone,))
-        if not stmt.returning:
+        if not stmt.returning or stmt.row_check:
             return WriteOutcome(changed)
         table = pa.concat_tables(returned) if len(returned) > 1 else returned[0]
         return WriteOutcome(changed, table)
@@ -914,7 +1009,7 @@ class Engine:
         under the writer (writers only): that gives its exact columns, or the error the
         write would raise. Sequences it draws from stay advanced (DuckDB's sequences
         are not transactional), as after any failed write."""
-        if not stmt.returning:
+        if not stmt.returning or stmt.row_check:
             return WRITE_RESULT_SCHEMA
         probe = returning.schema_probe(stmt.sql, stmt.statement_type)
         if probe is not None:
@@ -1006,7 +1101,13 @@ class Engine:
                     continue
                 out.append(
                     self._table_info(
-                        cur, schema, name, kind, stats.get(qualified), described.get(qualified)
+                        cur,
+                        schema,
+                        name,
+                        kind,
+                        stats.get(qualified),
+                        described.get(qualified),
+                        principal,
                     )
                 )
             return out
@@ -1032,7 +1133,7 @@ class Engine:
             stat = self.meta.one("SELECT * FROM table_stats WHERE name = ?", (qualified,))
             schema_name, table_name, kind = found[0]
             described = descriptions.read(self.meta, [qualified]).get(qualified)
-            return self._table_info(cur, schema_name, table_name, kind, stat, described)
+            return self._table_info(cur, schema_name, table_name, kind, stat, described, principal)
         finally:
             cur.close()
 
@@ -1041,7 +1142,7 @@ class Engine:
         cur = self.cursor()
         try:
             with translate_errors():
-                return str(cur.execute("SELECT current_database()").fetchall()[0][0])  # type: ignore[index]
+                return str(cur.execute("SELECT current_database()").fetchall()[0][0])
         finally:
             cur.close()
 
@@ -1123,18 +1224,25 @@ class Engine:
         kind: str,
         stat: Any,
         described: descriptions.Described | None = None,
+        principal: Principal | None = None,
     ) -> TableInfo:
         ref = f"{quote_ident(schema)}.{quote_ident(name)}"
+        # A governed table is counted and typed as the token reads it.
+        policy = governance.policy_for(principal, schema, name) if principal else None
+        if policy is not None:
+            ref = f"({governance.source_sql(cur, schema, name, policy, self.guard.mask_salt)})"
         with translate_errors():
             rel = cur.sql(f"SELECT * FROM {ref}").limit(0)
             arrow_schema = rel.to_arrow_table().schema
             arrow_schema = json_schema(arrow_schema, rel.types) or arrow_schema
+            if policy is not None:
+                arrow_schema = governance.mark_masked(arrow_schema, policy)
             rows = (
                 cur.execute(f"SELECT count(*) FROM {ref}").fetchall()[0][0]
                 if kind == "TABLE"
                 else None
-            )  # type: ignore[index]
-        return TableInfo(
+            )
+        info = TableInfo(
             schema=schema,
             name=name,
             kind=kind,
@@ -1151,6 +1259,7 @@ class Engine:
                 if c in arrow_schema.names
             },
         )
+        return self.federation.locate(info) if self.federation is not None else info
 
     # -- lifecycle -------------------------------------------------------------
     def health(self) -> dict[str, Any]:
@@ -1171,6 +1280,8 @@ class Engine:
         self._watchdog.stop()
         if self._memory_guard is not None:
             self._memory_guard.stop()
+        if self.federation is not None:
+            self.federation.close()
         with self._write_lock:
             self._closed = True
             try:

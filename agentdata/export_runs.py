@@ -5,9 +5,10 @@ MCP's `export` tool).
     started.job.id   # poll GET /api/v1/jobs/{id}; its result names the artefact
 
 The SQL is checked at once (parse, role, table allow-list, cost guard, result schema),
-so bad SQL and forbidden tables fail before any job exists. The task then runs with a
-credential delegated from the caller (`TokenService.delegate`): the same limits apply
-when it reads the result over Flight, as for any query of this token.
+so bad SQL and forbidden tables fail before any job exists. The job then starts as
+every job does (`agentdata.tasks.start_job`): its task runs with a credential
+delegated from the caller (`TokenService.delegate`), so the same limits apply when it
+reads the result over Flight, as for any query of this token.
 """
 
 from __future__ import annotations
@@ -17,12 +18,13 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
+from agentdata import audit
 from agentdata.artefacts import safe_name
-from agentdata.dispatch import new_task_id
-from agentdata.errors import AgentdataError, InvalidArgument, Unavailable
+from agentdata.errors import InvalidArgument
 from agentdata.exports import ExportSpec
 from agentdata.jobs import Job
 from agentdata.sqlguard import Kind
+from agentdata.tasks import start_job
 from agentdata.tokens import Principal
 
 if TYPE_CHECKING:
@@ -56,13 +58,11 @@ def start_export(
     spec = ExportSpec.parse(fmt, compression)
     if name is not None:
         safe_name(name)  # refused now, not when the finished file is stored
-    stmt, schema = core.engine.schema_of(principal, sql)
+    with audit.channel("export"):
+        stmt, schema = core.engine.schema_of(principal, sql)
     if stmt.kind is not Kind.READ:
         raise InvalidArgument("exports run queries only (SELECT, WITH, ...), not writes")
     spec.check_schema(schema)
-    dispatcher = core.dispatcher
-    if dispatcher is None:
-        raise Unavailable("this server runs no task dispatcher")
     params: dict[str, Any] = {
         "sql": sql,
         "format": spec.format,
@@ -71,16 +71,8 @@ def start_export(
         "expires_in_s": core.settings.export_ttl_s,
         "truncate": truncate,
     }
-    job = core.jobs.create("export", params, owner=principal.token_id)
-    task_id = new_task_id()
-    core.jobs.set_task_id(job.id, task_id)
-    token = core.tokens.delegate(principal, job_id=job.id, ttl_s=core.settings.task_token_ttl_s)
-    try:
-        dispatcher.submit("export", {**params, "job_id": job.id, "token": token}, task_id=task_id)
-    except AgentdataError as e:
-        core.jobs.fail(job.id, step="dispatch", code=e.code, message=e.message)
-        raise
-    return StartedExport(job=core.jobs.get(job.id), task_id=task_id, spec=spec, schema=schema)
+    started = start_job(core, "export", params, principal=principal)
+    return StartedExport(job=started.job, task_id=started.task_id, spec=spec, schema=schema)
 
 
 def resume_params(core: Core, job: Job) -> dict[str, Any]:

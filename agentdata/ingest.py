@@ -29,7 +29,13 @@ from enum import StrEnum
 import duckdb
 import pyarrow as pa
 
-from agentdata import descriptions, duplicates, schema_evolution, table_constraints
+from agentdata import (
+    descriptions,
+    duplicates,
+    governed_writes,
+    schema_evolution,
+    table_constraints,
+)
 from agentdata.duplicates import OnDuplicate
 from agentdata.engine import Engine, translate_errors
 from agentdata.errors import Cancelled, InvalidArgument, NotFound, PermissionDenied
@@ -115,7 +121,7 @@ class IngestRequest:
             evolve=evolve,
             snapshot=snapshot,
             latest_by=latest_by,
-            on_duplicate_key=policy,  # type: ignore[arg-type]
+            on_duplicate_key=policy,
             constraints=constraints,
             description=described,
             column_descriptions=column_words,
@@ -182,7 +188,7 @@ def ingest(
                 f"CREATE TEMP TABLE {stages[0].removeprefix('temp.')} AS SELECT * FROM incoming"
             )
             cur.unregister("incoming")
-            staged = int(cur.execute(f"SELECT count(*) FROM {stages[0]}").fetchall()[0][0])  # type: ignore[index]
+            staged = int(cur.execute(f"SELECT count(*) FROM {stages[0]}").fetchall()[0][0])
             stage_types = _columns(cur, stages[0])
         columns = list(stage_types)
         if is_cancelled is not None and is_cancelled():
@@ -202,6 +208,16 @@ def ingest(
             if result.stage != stages[0]:
                 stages.append(result.stage)
         stage = stages[-1]
+        governed_writes.check_ingest(
+            cur,
+            principal,
+            schema,
+            table,
+            stage,
+            plain_append=request.mode is IngestMode.APPEND
+            and not request.evolve
+            and not request.constraints.requested,
+        )
         with _constraint_errors(qualified), engine.writer(cur) as w:
             exists = w.execute(
                 "SELECT count(*) FROM duckdb_tables() WHERE schema_name = $1 AND table_name = $2",
@@ -353,7 +369,7 @@ def _evolve(
                 "column": name,
                 "old_type": old,
                 "new_type": new,
-                "reason": "incompatible_schema",
+                "reason": schema_evolution.INCOMPATIBLE_REASON,
             },
         )
     for name, type_ in plan.added:

@@ -1,5 +1,7 @@
 """Jobs: the record of every export, sync and maintenance run.
 
+Every query of the jobs tables (`jobs`, `job_attempts`) is here, in `JobStore`.
+
 States and the moves between them:
 
     queued ──▶ running ──▶ succeeded
@@ -30,12 +32,14 @@ import builtins
 import json
 import time
 import uuid
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
 
 from agentdata.errors import Conflict, InvalidArgument, NotFound, PermissionDenied
 from agentdata.meta import MetaStore
+from agentdata.tasks import JOB_KINDS
 from agentdata.tokens import Principal
 
 
@@ -156,6 +160,62 @@ class JobStore:
         )
         history = self.attempts([r["id"] for r in rows])
         return [_job(r, history.get(r["id"], [])) for r in rows], int(total)
+
+    def latest(
+        self,
+        *,
+        kind: str | None = None,
+        task_id: str | None = None,
+        states: Iterable[JobState] | None = None,
+        param: tuple[str, str] | None = None,
+    ) -> Job | None:
+        """The newest job matching every filter given: its kind, its task, one of
+        `states`, and `param` = (name, value) among its params."""
+        where, args = _filters(kind=kind, task_id=task_id, states=states, param=param)
+        row = self._meta.one(f"SELECT id FROM jobs{where} ORDER BY created_at DESC LIMIT 1", args)
+        return self.get(row["id"]) if row else None
+
+    def newest_by_param(self, kind: str, param: str) -> dict[str, float]:
+        """For jobs of `kind`: each value of param `param` -> when the newest job with it
+        was created (e.g. each maintenance rule's last run)."""
+        rows = self._meta.all(
+            "SELECT json_extract(params, ?), max(created_at) FROM jobs WHERE kind = ? GROUP BY 1",
+            (f"$.{param}", kind),
+        )
+        return {str(r[0]): float(r[1]) for r in rows if r[0] is not None}
+
+    def finished_before(
+        self, cutoffs: Mapping[JobState, float], *, keep: str | None = None
+    ) -> builtins.list[tuple[str, JobState]]:
+        """(id, state) of the jobs in each finished state of `cutoffs` that ended before
+        its cutoff (a job that never recorded its end counts from its last update)."""
+        found: builtins.list[tuple[str, JobState]] = []
+        for state, before in cutoffs.items():
+            rows = self._meta.all(
+                "SELECT id FROM jobs WHERE state = ? AND coalesce(finished_at, updated_at) < ?"
+                " AND id IS NOT ?",
+                (state.value, before, keep),
+            )
+            found.extend((r["id"], state) for r in rows)
+        return found
+
+    def idle_since(
+        self, cutoff: float, states: Iterable[JobState], *, keep: str | None = None
+    ) -> builtins.list[Job]:
+        """Jobs in `states` whose last sign of life (progress, start, update) is older
+        than `cutoff`."""
+        marks = [s.value for s in states]
+        rows = self._meta.all(
+            f"SELECT id FROM jobs WHERE state IN ({', '.join('?' * len(marks))})"
+            " AND coalesce(progress_at, started_at, updated_at) < ? AND id IS NOT ?",
+            (*marks, cutoff, keep),
+        )
+        return [self.get(r["id"]) for r in rows]
+
+    def state_of(self, job_id: str) -> JobState | None:
+        """A job's state, or None if there is no such job."""
+        row = self._meta.one("SELECT state FROM jobs WHERE id = ?", (job_id,))
+        return JobState(row["state"]) if row else None
 
     # -- transitions -----------------------------------------------------------
     def start(self, job_id: str, task_id: str | None = None) -> Job:
@@ -321,9 +381,36 @@ def check_owner(principal: Principal, job: Job) -> None:
 
 
 def validate_kind(kind: str) -> str:
-    if kind not in ("export", "sync", "maintenance"):
+    if kind not in JOB_KINDS:
         raise InvalidArgument(f"unknown job kind {kind!r}")
     return kind
+
+
+def _filters(
+    *,
+    kind: str | None,
+    task_id: str | None,
+    states: Iterable[JobState] | None,
+    param: tuple[str, str] | None,
+) -> tuple[str, builtins.list[Any]]:
+    """A WHERE clause (with its arguments) for `JobStore.latest`."""
+    where: builtins.list[str] = []
+    args: builtins.list[Any] = []
+    if kind is not None:
+        where.append("kind = ?")
+        args.append(kind)
+    if task_id is not None:
+        where.append("task_id = ?")
+        args.append(task_id)
+    if states is not None:
+        marks = [s.value for s in states]
+        where.append(f"state IN ({', '.join('?' * len(marks))})")
+        args.extend(marks)
+    if param is not None:
+        # The JSON path is an argument too: a param name never becomes SQL.
+        where.append("json_extract(params, ?) = ?")
+        args.extend((f"$.{param[0]}", param[1]))
+    return (f" WHERE {' AND '.join(where)}" if where else ""), args
 
 
 def _job(r: Any, history: list[dict[str, Any]] | None = None) -> Job:

@@ -23,6 +23,7 @@ import uvicorn
 from agentdata.core import Core
 from agentdata.datadir import make_private, private_umask
 from agentdata.settings import Settings
+from agentdata.tasks import connectable_host
 
 log = logging.getLogger("agentdata")
 
@@ -73,7 +74,9 @@ def serve(settings: Settings, components: list[Component] | None = None) -> int:
     # earlier run left, is the server user's alone (see agentdata.datadir).
     private_umask()
     make_private(settings.data_dir)
-    core = Core.open(settings)
+    from workers.sync.federation import SyncSnowflakeSide
+
+    core = Core.open(settings, snowflake=SyncSnowflakeSide())
     if settings.admin_token is None:
         log.info(
             "admin token file: %s (mode 0600; the token itself is never logged)",
@@ -127,27 +130,23 @@ def serve(settings: Settings, components: list[Component] | None = None) -> int:
 def default_components(settings: Settings | None = None) -> list[Component]:
     """Components `serve` runs beside the servers: where tasks go.
 
-    Without a Redis URL, the in-process task runner and scheduler (agentdata.runner);
-    with one, dispatch to Celery workers plus a broker readiness probe.
+    Without a Redis URL, the in-process task runner and scheduler (agentdata.runner),
+    handed the task functions of the registry (workers.registry); with one, dispatch
+    to Celery workers plus a broker readiness probe (workers.dispatcher).
     """
     if settings is not None and settings.redis_url:
-        from agentdata.dispatch import celery_component
+        from workers.dispatcher import celery_component
 
         return [celery_component()]
     from agentdata.runner import runner_component
+    from workers.registry import REGISTRY, warm_up
 
-    return [runner_component()]
+    return [runner_component(REGISTRY, warm_up)]
 
 
 def _loopback_urls(settings: Settings, flight_port: int, http_port: int) -> dict[str, str]:
     """How in-process tasks reach this server (a wildcard bind address means loopback)."""
-    host = settings.host
-    if host in ("", "0.0.0.0"):
-        host = "127.0.0.1"
-    elif host == "::":
-        host = "[::1]"
-    elif ":" in host:
-        host = f"[{host}]"
+    host = connectable_host(settings.host)
     tls = settings.tls_cert is not None
     return {
         "http": f"{'https' if tls else 'http'}://{host}:{http_port}",

@@ -10,6 +10,8 @@
                                                artefact past its own expiry
     stale     maintenance_stale_every_s (15 m) mark running jobs without progress for
                                                maintenance_stale_after_s (1 h) as failed
+    audit     maintenance_audit_every_s (1 h)  delete audit records older than
+                                               audit_retention_s (30 d)
 
 Ages count from a job's end (`finished_at`) and an artefact's creation. Each run is a
 job of kind `maintenance` whose result counts what it removed. Artefacts go through
@@ -17,8 +19,10 @@ job of kind `maintenance` whose result counts what it removed. Artefacts go thro
 never leaves a file without a record or a record without a file.
 
 Schedules: Celery beat with Redis, the in-process scheduler without (agentdata.runner);
-both take the periods from `schedule(settings)` and trigger a run the same way, with
-`POST /api/v1/maintenance/{rule}/run`, so workers never touch files themselves.
+both take the periods from `schedule(settings)`. A Celery worker triggers a run with
+`POST /api/v1/maintenance/{rule}/run` (workers never touch files themselves); the
+embedded runner, already in the server, calls `run_task` directly. Either way the
+task's outcome is `task_outcome` of the run's job.
 """
 
 from __future__ import annotations
@@ -28,9 +32,10 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from agentdata.errors import AgentdataError, InternalError, InvalidArgument
+from agentdata.errors import AgentdataError, InternalError, InvalidArgument, from_code
 from agentdata.jobs import Job, JobState
 from agentdata.settings import Settings
+from agentdata.tasks import TaskContext
 from agentdata.tokens import Principal
 
 if TYPE_CHECKING:
@@ -63,6 +68,11 @@ RULES: dict[str, Rule] = {
         "maintenance_stale_every_s",
         "Fail running jobs that made no progress for maintenance_stale_after_s.",
     ),
+    "audit": Rule(
+        "audit",
+        "maintenance_audit_every_s",
+        "Delete audit records older than audit_retention_s.",
+    ),
 }
 
 
@@ -87,16 +97,13 @@ def ages(settings: Settings) -> dict[str, float]:
         "failed_job_age_s": settings.maintenance_failed_job_age_s,
         "export_age_s": settings.maintenance_export_age_s,
         "stale_after_s": settings.maintenance_stale_after_s,
+        "audit_retention_s": settings.audit_retention_s,
     }
 
 
 def last_runs(core: Core) -> dict[str, float | None]:
     """When each rule last started a run (from the job records, so it survives restarts)."""
-    rows = core.meta.all(
-        "SELECT json_extract(params, '$.rule'), max(created_at) FROM jobs"
-        " WHERE kind = 'maintenance' GROUP BY 1"
-    )
-    found = {r[0]: float(r[1]) for r in rows}
+    found = core.jobs.newest_by_param("maintenance", "rule")
     return {name: found.get(name) for name in RULES}
 
 
@@ -131,6 +138,10 @@ def run_rule(
             result = _delete_old_jobs(core, settings, now, keep=job.id)
         elif rule == "exports":
             result = _delete_old_exports(core, settings, now)
+        elif rule == "audit":
+            log_ = core.engine.audit
+            deleted = log_.delete_before(now - settings.audit_retention_s) if log_ else 0
+            result = {"deleted_audit_records": deleted}
         else:
             result = _fail_stale_jobs(core, settings, now, keep=job.id)
     except AgentdataError as e:
@@ -145,16 +156,40 @@ def run_rule(
     return core.jobs.succeed(job.id, result)
 
 
+def run_task(core: Core, params: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
+    """The maintenance task in the server process (the embedded runner): run rule
+    `params["rule"]` here, as the admin, and answer as the Celery task does
+    (`workers.maintenance.maintenance_task`, which asks the server over REST)."""
+    rule = check_rule(str(params.get("rule"))).name
+    admin = core.tokens.verify(core.settings.resolved_admin_token())
+    job = run_rule(core, admin, rule, task_id=ctx.task_id, attempt=ctx.attempt)
+    return task_outcome(job.to_dict())
+
+
+def task_outcome(job: dict[str, Any]) -> dict[str, Any]:
+    """A maintenance task's result for its run's job (`Job.to_dict()` or the REST answer);
+    raises the run's error when it failed or is `retrying`, so the runner (or Celery)
+    records the task as failed and its retry policy applies."""
+    rule = str((job.get("params") or {}).get("rule"))
+    if job["state"] in (JobState.FAILED, JobState.RETRYING):
+        error = job.get("error") or {}
+        raise from_code(error.get("code"), f"{error.get('step', rule)}: {error.get('message')}")
+    return {
+        "job_id": job["id"],
+        "rule": rule,
+        "state": job["state"],
+        "result": job.get("result"),
+        "error": job.get("error"),
+    }
+
+
 def _retried_job(core: Core, rule: str, task_id: str | None) -> Job | None:
     """The job an earlier attempt of this task left `retrying`, if any."""
     if task_id is None:
         return None
-    row = core.meta.one(
-        "SELECT id FROM jobs WHERE kind = 'maintenance' AND task_id = ? AND state = ?"
-        " AND json_extract(params, '$.rule') = ? ORDER BY created_at DESC LIMIT 1",
-        (task_id, JobState.RETRYING.value, rule),
+    return core.jobs.latest(
+        kind="maintenance", task_id=task_id, states=(JobState.RETRYING,), param=("rule", rule)
     )
-    return core.jobs.get(row["id"]) if row else None
 
 
 def _failed(
@@ -181,35 +216,28 @@ def _rule_ages(rule: str, settings: Settings) -> dict[str, float]:
         "jobs": ("completed_job_age_s", "failed_job_age_s"),
         "exports": ("export_age_s",),
         "stale": ("stale_after_s",),
+        "audit": ("audit_retention_s",),
     }[rule]
     return {k: a[k] for k in keys}
 
 
 def _delete_old_jobs(core: Core, settings: Settings, now: float, *, keep: str) -> dict[str, Any]:
     completed_before = now - settings.maintenance_completed_job_age_s
-    failed_before = now - settings.maintenance_failed_job_age_s
-    rows = core.meta.all(
-        "SELECT id, state FROM jobs WHERE id != ? AND ("
-        " (state IN (?, ?) AND coalesce(finished_at, updated_at) < ?)"
-        " OR (state = ? AND coalesce(finished_at, updated_at) < ?))",
-        (
-            keep,
-            JobState.SUCCEEDED.value,
-            JobState.CANCELLED.value,
-            completed_before,
-            JobState.FAILED.value,
-            failed_before,
-        ),
+    old = core.jobs.finished_before(
+        {
+            JobState.SUCCEEDED: completed_before,
+            JobState.CANCELLED: completed_before,
+            JobState.FAILED: now - settings.maintenance_failed_job_age_s,
+        },
+        keep=keep,
     )
     deleted = {"succeeded": 0, "cancelled": 0, "failed": 0}
-    for row in rows:
-        core.jobs.delete(row["id"])
-        deleted[row["state"]] += 1
+    for job_id, state in old:
+        core.jobs.delete(job_id)
+        deleted[state.value] += 1
     # Each job's delegated credential is a token record; once expired it can never be
     # used again, so it goes with the jobs (user tokens stay listed until revoked/expired).
-    expired_credentials = core.meta.execute(
-        "DELETE FROM tokens WHERE name LIKE 'job % (delegated)' AND expires_at < ?", (now,)
-    )
+    expired_credentials = core.tokens.delete_expired_job_credentials(now)
     return {
         "deleted_jobs": sum(deleted.values()),
         "deleted_by_state": deleted,
@@ -257,23 +285,20 @@ def _delete_artefact(store: Any, artefact_id: str, size: int, doomed: dict[str, 
 
 def _fail_stale_jobs(core: Core, settings: Settings, now: float, *, keep: str) -> dict[str, Any]:
     limit = settings.maintenance_stale_after_s
-    rows = core.meta.all(
-        "SELECT id, kind, coalesce(progress_at, started_at, updated_at) AS seen FROM jobs"
-        " WHERE id != ? AND state IN (?, ?) AND coalesce(progress_at, started_at, updated_at) < ?",
-        (keep, JobState.RUNNING.value, JobState.RETRYING.value, now - limit),
-    )
     failed = []
-    for row in rows:
-        job = core.jobs.get(row["id"])
+    for found in core.jobs.idle_since(
+        now - limit, (JobState.RUNNING, JobState.RETRYING), keep=keep
+    ):
+        job = core.jobs.get(found.id)
         seen = job.progress_at or job.started_at or job.updated_at
         if JobState(job.state) not in (JobState.RUNNING, JobState.RETRYING) or seen >= now - limit:
             continue  # it moved on since the query above
         idle = now - seen
         core.jobs.fail(
-            row["id"],
+            job.id,
             step="progress",
             code="deadline_exceeded",
             message=f"no progress for {idle:.0f} s (limit {limit:g} s); marked failed by maintenance",
         )
-        failed.append(row["id"])
+        failed.append(job.id)
     return {"failed_jobs": len(failed), "job_ids": failed[:100]}

@@ -109,6 +109,48 @@ MIGRATIONS: list[str] = [
         error TEXT,                   -- JSON {"step", "code", "message"}
         PRIMARY KEY (job_id, attempt)
     )""",
+    # Per-token governance (agentdata.governance) and admission (agentdata.admission).
+    "ALTER TABLE tokens ADD COLUMN row_filters TEXT",  # JSON {"schema.table": "condition"}
+    "ALTER TABLE tokens ADD COLUMN column_masks TEXT",  # JSON {"schema.table": {"col": "mask"}}
+    "ALTER TABLE tokens ADD COLUMN max_concurrent INTEGER",
+    # A job's delegated credential names its job (agentdata.tokens.delegate); records from
+    # before this column are matched once by the name they were given then.
+    "ALTER TABLE tokens ADD COLUMN job_id TEXT",
+    "UPDATE tokens SET job_id = substr(name, 5, length(name) - 16)"
+    " WHERE name LIKE 'job % (delegated)' AND created_by IS NOT NULL",
+    "CREATE INDEX tokens_job ON tokens(job_id) WHERE job_id IS NOT NULL",
+    # Remote (federated) tables: Snowflake tables queried in place (agentdata.federation).
+    """CREATE TABLE remote_tables (
+        name TEXT PRIMARY KEY,        -- schema.table, lower case
+        schema_name TEXT NOT NULL,
+        table_name TEXT NOT NULL,
+        source TEXT NOT NULL,         -- DB.SCHEMA.TABLE in Snowflake
+        description TEXT,
+        columns TEXT NOT NULL,        -- JSON [[name, duckdb_type, snowflake_type], ...]
+        rows INTEGER,                 -- as Snowflake counted them at the last refresh
+        created_at REAL NOT NULL,
+        refreshed_at REAL NOT NULL,
+        created_by TEXT
+    )""",
+    # The audit log (agentdata.audit): one record per query, on every channel.
+    """CREATE TABLE audit_log (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        time REAL NOT NULL,
+        token_id TEXT NOT NULL,
+        token_name TEXT NOT NULL,
+        channel TEXT NOT NULL,        -- flight | flightsql | mcp | rest | export
+        sql TEXT NOT NULL,            -- truncated to audit_sql_max_chars
+        sql_hash TEXT NOT NULL,       -- sha256 of the full text
+        tables_read TEXT NOT NULL,    -- JSON list of "schema.table"
+        tables_written TEXT NOT NULL,
+        rows INTEGER NOT NULL,
+        bytes INTEGER NOT NULL,
+        duration_s REAL NOT NULL,
+        outcome TEXT NOT NULL,        -- ok, or the error code
+        engine TEXT NOT NULL
+    )""",
+    "CREATE INDEX audit_log_time ON audit_log(time)",
+    "CREATE INDEX audit_log_token ON audit_log(token_id, seq)",
 ]
 
 
@@ -167,7 +209,8 @@ class MetaStore:
 
     def one(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Row | None:
         with self._lock:
-            return self._conn().execute(sql, params).fetchone()
+            row: sqlite3.Row | None = self._conn().execute(sql, params).fetchone()
+            return row
 
     def all(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
         with self._lock:

@@ -38,6 +38,30 @@ QUERY_SECONDS = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
     registry=REGISTRY,
 )
+TOKEN_QUERIES = Counter(
+    "agentdata_token_queries_total",
+    "Queries run (every channel), by token name and outcome (ok / error).",
+    ["token", "outcome"],
+    registry=REGISTRY,
+)
+TOKEN_ROWS = Counter(
+    "agentdata_token_rows_total", "Rows returned, by token name.", ["token"], registry=REGISTRY
+)
+TOKEN_ERRORS = Counter(
+    "agentdata_token_errors_total",
+    "Queries that ended in an error, by token name and error code.",
+    ["token", "code"],
+    registry=REGISTRY,
+)
+ADMISSION_WAITING = Gauge(
+    "agentdata_admission_waiting", "Queries waiting for a slot now.", registry=REGISTRY
+)
+ADMISSION_REFUSED = Counter(
+    "agentdata_admission_refused_total",
+    "Queries refused by admission, by reason (token / server).",
+    ["reason"],
+    registry=REGISTRY,
+)
 ACTIVE_STREAMS = Gauge("agentdata_active_streams", "Result streams open now.", registry=REGISTRY)
 ROWS_INGESTED = Counter(
     "agentdata_rows_ingested_total", "Rows written by DoPut/ingest.", registry=REGISTRY
@@ -70,10 +94,11 @@ def refresh_store_gauges(jobs: JobStore, artefacts: ArtefactStore) -> None:
     """Set the job and artefact gauges from the meta store (cheaper than tracking them)."""
     from agentdata.artefacts import SOURCES
     from agentdata.jobs import JobState
+    from agentdata.tasks import JOB_KINDS
 
     rows: Iterable[tuple[str, str, int]] = jobs.count_by_kind_state()
     counts = {(k, s): n for k, s, n in rows}
-    kinds = {k for k, _ in counts} | {"export", "sync", "maintenance"}
+    kinds = {k for k, _ in counts} | set(JOB_KINDS)
     for kind in kinds:
         for state in JobState:
             JOBS.labels(kind, state.value).set(counts.get((kind, state.value), 0))
@@ -97,4 +122,27 @@ CACHE_EVICTIONS = Counter(
 )
 CACHE_BYTES = Gauge(
     "agentdata_result_cache_bytes", "Bytes held by the results cache.", registry=REGISTRY
+)
+REMOTE_QUERIES = Counter(
+    "agentdata_remote_queries_total",
+    "Statements sent to Snowflake for federated reads, by the result's engine "
+    "(snowflake: pushed down whole; mixed: a remote scan joined in DuckDB).",
+    ["engine"],
+    registry=REGISTRY,
+)
+REMOTE_ROWS = Counter(
+    "agentdata_remote_rows_total",
+    "Rows received from Snowflake by federated reads.",
+    registry=REGISTRY,
+)
+REMOTE_BYTES = Counter(
+    "agentdata_remote_bytes_total",
+    "Arrow bytes received from Snowflake by federated reads.",
+    registry=REGISTRY,
+)
+REMOTE_ERRORS = Counter(
+    "agentdata_remote_errors_total",
+    "Federated reads that failed, by error code (refused before running included).",
+    ["code"],
+    registry=REGISTRY,
 )

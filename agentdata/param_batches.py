@@ -62,7 +62,7 @@ class ParameterBatch:
         return all(n.isdigit() for n in self.names)
 
     def __len__(self) -> int:
-        return self.table.num_rows
+        return int(self.table.num_rows)
 
     def columns(self) -> dict[str, str]:
         """Placeholder -> the column of `as_view()` holding its values. The columns get

@@ -4,7 +4,7 @@
     app.task(**policy.celery_options())     # Celery mode: Celery's own autoretry
     policy.delay_s(retries=1)                # embedded mode: the runner waits this long
 
-The policies, one per kind that has one (`agentdata.dispatch.TASK_KINDS` names them):
+The policies, one per kind that has one (`workers.registry` gives each kind its policy):
 
     kind         retried on                               retries (setting)         backoff
     sync         Unavailable, DeadlineExceeded:            sync_max_retries (3)      sync_retry_backoff_s,

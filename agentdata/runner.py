@@ -1,9 +1,13 @@
 """The in-process task runner and scheduler: `agentdata serve` without Redis.
 
 A fixed pool of threads takes tasks from a FIFO queue and calls the same task
-functions a Celery worker calls (see `agentdata.dispatch.TASK_KINDS`), with a
+functions a Celery worker calls (the task registry, `workers.registry`, which the
+launcher hands to the runner: the core never imports a worker module), with a
 context whose URLs point at this very server over loopback: an export here reads
 over Flight and uploads over REST exactly as it would on a worker machine.
+Maintenance is the exception: its rules run in the server anyway, so the runner
+calls them directly (`agentdata.maintenance.run_task`), not through the REST call a
+Celery worker makes.
 
 Two lanes, as a Celery deployment has two queues: `tasks` (exports, syncs; the
 `embedded_workers` threads) and `maintenance` (one thread of its own), so clean-up is
@@ -41,21 +45,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agentdata import maintenance, metrics
-from agentdata.dispatch import (
-    TASK_KINDS,
-    load_function,
-    new_task_id,
-    redacted,
-    resume_params,
-    retry_policy,
-    task_kind,
-)
+from agentdata import export_runs, maintenance, metrics, sync_runs
 from agentdata.errors import AgentdataError, Conflict, InternalError, NotFound, Unavailable
 from agentdata.jobs import ACTIVE_STATES, Job, JobState
+from agentdata.tasks import (
+    TASK_KINDS,
+    Endpoints,
+    TaskContext,
+    TaskFunction,
+    TaskRegistry,
+    new_task_id,
+    redacted,
+    task_kind,
+)
 
 if TYPE_CHECKING:
     from agentdata.core import Core
+    from agentdata.retries import RetryPolicy
 
 log = logging.getLogger("agentdata.runner")
 
@@ -70,6 +76,13 @@ _CELERY_STATES = {
 #: Finished tasks remembered for `status`.
 HISTORY = 1000
 _STOP = object()
+
+#: How to run a job again that a server restart interrupted: `f(core, job) -> params`,
+#: its task's params with a fresh credential. Kinds not listed here are failed.
+RESUME: dict[str, Callable[[Core, Job], dict[str, Any]]] = {
+    "export": export_runs.resume_params,
+    "sync": sync_runs.resume_params,
+}
 
 
 @dataclass
@@ -129,9 +142,21 @@ class InProcessRunner:
 
     mode = "embedded"
 
-    def __init__(self, core: Core, *, threads: int) -> None:
+    def __init__(
+        self,
+        core: Core,
+        *,
+        threads: int,
+        tasks: TaskRegistry,
+        warm_up: Callable[[], None] | None = None,
+    ) -> None:
         self.core = core
         self.size = max(1, threads)
+        self._registry = tasks
+        self._functions: dict[str, TaskFunction] = {k: e.function for k, e in tasks.items()}
+        # Already in the server: run the rules here rather than over loopback REST.
+        self._functions["maintenance"] = lambda params, ctx: maintenance.run_task(core, params, ctx)
+        self._warm_up = warm_up
         self._lanes = {
             "tasks": _Lane("tasks", self.size),
             "maintenance": _Lane("maintenance", 1),
@@ -140,7 +165,7 @@ class InProcessRunner:
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self.scheduler: Scheduler | None = None
-        self.sync_scheduler: Any = None
+        self.sync_scheduler: sync_runs.SyncScheduler | None = None
         self.work_dir = core.settings.data_dir / "tmp" / "tasks"
         self.name = f"embedded@{socket.gethostname()}"
 
@@ -150,7 +175,10 @@ class InProcessRunner:
         logging.getLogger("httpx").setLevel(logging.WARNING)
         self.work_dir.mkdir(parents=True, exist_ok=True)
         self._recover_interrupted_jobs()
-        threading.Thread(target=_warm_up, name="agentdata-task-warm-up", daemon=True).start()
+        if self._warm_up is not None:
+            threading.Thread(
+                target=_warm_up, args=(self._warm_up,), name="agentdata-task-warm-up", daemon=True
+            ).start()
         for lane in self._lanes.values():
             for i in range(lane.size):
                 prefix = "agentdata-task" if lane.name == "tasks" else "agentdata-maintenance"
@@ -163,9 +191,7 @@ class InProcessRunner:
         if periods:
             self.scheduler = Scheduler(self, periods)
             self.scheduler.start()
-        from agentdata.sync_runs import SyncScheduler
-
-        self.sync_scheduler = SyncScheduler(self.core)
+        self.sync_scheduler = sync_runs.SyncScheduler(self.core)
         self.sync_scheduler.start()
         log.info(
             "in-process task runner: %d threads; maintenance every %s",
@@ -222,16 +248,17 @@ class InProcessRunner:
             return
         state = JobState(job.state)
         interrupted = Unavailable(f"the server restarted during attempt {job.attempts} of this job")
-        policy = retry_policy(job.kind, self.core.settings)
+        policy = self.retry_policy(job.kind)
         if state is JobState.RUNNING:
             again = policy is not None and policy.will_retry(interrupted, job.attempts)
         else:  # queued (never ran) or retrying (its retry was due in the lost process)
             again = True
         params = None
         reason = "the server restarted before this job finished"
-        if again:
+        resume = RESUME.get(job.kind)
+        if again and resume is not None:
             try:
-                params = resume_params(self.core, job)
+                params = resume(self.core, job)
             except AgentdataError as e:
                 reason = f"{reason}, and it cannot be resumed: {e.message}"
         if params is None:
@@ -301,15 +328,20 @@ class InProcessRunner:
                 return
             self._run(item)
 
-    def _run(self, task: _Task) -> None:
-        from workers.client import Endpoints, TaskContext
+    def retry_policy(self, kind: str) -> RetryPolicy | None:
+        """How tasks of `kind` are retried: the registry's policy (Celery applies the same)."""
+        entry = self._registry.get(kind)
+        if entry is None or entry.retry is None:
+            return None
+        return entry.retry(self.core.settings)
 
+    def _run(self, task: _Task) -> None:
         with self._lock:
             task.state, task.started_at = "running", time.time()
             task.thread = threading.current_thread().name
         ctx = TaskContext(
             task_id=task.task_id,
-            endpoints=self._endpoints(Endpoints),
+            endpoints=self._endpoints(),
             work_dir=self.work_dir,
             service_token=self.core.settings.resolved_admin_token,
             progress_every_s=self.core.settings.export_progress_every_s,
@@ -318,7 +350,7 @@ class InProcessRunner:
             settings=self.core.settings,
         )
         try:
-            result = load_function(task.kind)(task.params, ctx)
+            result = self._functions[task.kind](task.params, ctx)
         except Exception as e:
             if self._retry_later(task, e):
                 return
@@ -344,7 +376,7 @@ class InProcessRunner:
     def _retry_later(self, task: _Task, error: Exception) -> bool:
         """Apply the kind's retry policy (as Celery's autoretry does): re-queue the task
         after the policy's backoff; False when it is not retried."""
-        policy = retry_policy(task.kind, self.core.settings)
+        policy = self.retry_policy(task.kind)
         if policy is None or not policy.will_retry(error, task.retries + 1):
             return False
         delay = policy.delay_s(task.retries)
@@ -378,14 +410,14 @@ class InProcessRunner:
             task.state = "queued"
         self._lanes[task.lane].queue.put(task)
 
-    def _endpoints(self, endpoints_cls: Any) -> Any:
+    def _endpoints(self) -> Endpoints:
         urls = getattr(self.core, "endpoints", None) or {}
         if "http" in urls and "flight" in urls:
             roots = None
             if self.core.settings.tls_cert is not None:
                 roots = Path(self.core.settings.tls_cert).read_bytes()
-            return endpoints_cls(urls["http"], urls["flight"], roots)
-        return endpoints_cls.from_settings(self.core.settings)
+            return Endpoints(urls["http"], urls["flight"], roots)
+        return Endpoints.from_settings(self.core.settings)
 
     def _finish(
         self,
@@ -531,14 +563,10 @@ class InProcessRunner:
             )
 
 
-def _warm_up() -> None:
+def _warm_up(warm_up: Callable[[], None]) -> None:
     """Import the task code before the first task needs it (seconds, on a cold start)."""
     try:
-        for kind in ("export", "maintenance", "sync"):
-            load_function(kind)
-        import pyarrow as pa
-
-        pa.array(["warm-up"])  # pyarrow imports pandas (if installed) on first use
+        warm_up()
     except Exception:  # a missing optional module shows up when a task runs
         log.debug("task warm-up failed", exc_info=True)
 
@@ -590,11 +618,16 @@ class Scheduler:
             self._stop.wait(min(max(wait, 0.2), 60.0))
 
 
-def runner_component() -> tuple[Callable[[Core], None], Callable[[Core], None]]:
-    """The `serve` component for embedded mode: the pool, the scheduler, the dispatcher."""
+def runner_component(
+    tasks: TaskRegistry, warm_up: Callable[[], None] | None = None
+) -> tuple[Callable[[Core], None], Callable[[Core], None]]:
+    """The `serve` component for embedded mode: the pool, the scheduler, the dispatcher,
+    running the task functions of `tasks` (`warm_up` imports their code ahead of time)."""
 
     def start(core: Core) -> None:
-        runner = InProcessRunner(core, threads=core.settings.embedded_workers)
+        runner = InProcessRunner(
+            core, threads=core.settings.embedded_workers, tasks=tasks, warm_up=warm_up
+        )
         core.dispatcher = runner
         core.gauge_refreshers.append(runner.refresh_gauges)
         runner.start()

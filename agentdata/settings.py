@@ -222,6 +222,52 @@ class Settings(BaseSettings):
     sync_max_rows_per_s: float = Field(
         0.0, description="Throttle: most rows per second one sync loads; 0 means no limit."
     )
+    # -- federation (remote Snowflake tables; see docs/federation.md) -------------
+    federation_max_unfiltered_rows: int = Field(
+        10_000_000,
+        ge=0,
+        description="A remote table with more rows than this may not be read by a mixed "
+        "(DuckDB + Snowflake) query without a condition pushed down to Snowflake; 0 = no limit.",
+    )
+    # -- governance: audit and admission (see docs/security.md) -------------------
+    audit_enabled: bool = Field(
+        True, description="Write one audit record per query (GET /api/v1/audit)."
+    )
+    audit_sql_max_chars: int = Field(
+        4096, ge=0, description="Characters of a query's SQL kept in its audit record."
+    )
+    audit_retention_s: float = Field(
+        30 * 24 * 3600,
+        gt=0,
+        description="Audit records older than this are deleted by the `audit` maintenance rule.",
+    )
+    maintenance_audit_every_s: float = Field(
+        3600, description="Period of the audit clean-up run; 0 turns its schedule off."
+    )
+    token_max_concurrent: int = Field(
+        32,
+        ge=1,
+        description="Queries one token may run at once, unless its own max_concurrent says "
+        "otherwise; more are refused at once ([resource_exhausted]).",
+    )
+    max_concurrent_queries: int = Field(
+        64,
+        ge=1,
+        description="Queries the server runs at once (every token together); more wait in "
+        "the admission queue.",
+    )
+    admission_queue: int = Field(
+        128,
+        ge=0,
+        description="Queries that may wait for a slot when max_concurrent_queries run; past "
+        "it they are refused at once ([resource_exhausted]).",
+    )
+    admission_wait_s: float = Field(
+        10,
+        ge=0,
+        description="Longest a query waits in the admission queue before it is refused "
+        "([resource_exhausted], with a retry hint).",
+    )
     # -- MCP (agents; see docs/agents.md) ----------------------------------------
     mcp_max_result_chars: int = Field(
         20_000,

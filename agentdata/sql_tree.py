@@ -34,7 +34,7 @@ _LOCATION_KEYS = ("query_location", "query_location_length")
 
 def serialize(cur: duckdb.DuckDBPyConnection, sql: str) -> Node | None:
     """The parse tree of one SELECT statement, or None if DuckDB cannot serialize it."""
-    raw = cur.execute("SELECT json_serialize_sql($1)", [sql]).fetchall()[0][0]  # type: ignore[index]
+    raw = cur.execute("SELECT json_serialize_sql($1)", [sql]).fetchall()[0][0]
     tree: Node = json.loads(raw)
     if tree.get("error") or len(tree.get("statements", [])) != 1:
         return None
@@ -43,7 +43,7 @@ def serialize(cur: duckdb.DuckDBPyConnection, sql: str) -> Node | None:
 
 def deserialize(cur: duckdb.DuckDBPyConnection, tree: Node) -> str:
     """SQL text for a tree `serialize` returned (possibly changed)."""
-    return str(cur.execute("SELECT json_deserialize_sql($1)", [json.dumps(tree)]).fetchall()[0][0])  # type: ignore[index]
+    return str(cur.execute("SELECT json_deserialize_sql($1)", [json.dumps(tree)]).fetchall()[0][0])
 
 
 def round_trips(cur: duckdb.DuckDBPyConnection, sql: str, tree: Node) -> bool:

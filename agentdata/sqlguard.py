@@ -33,7 +33,14 @@ from typing import Any
 
 import duckdb
 
-from agentdata import catalog_filter, returning, sql_functions, sql_tree
+from agentdata import (
+    catalog_filter,
+    governance,
+    governed_writes,
+    returning,
+    sql_functions,
+    sql_tree,
+)
 from agentdata.errors import InvalidArgument, PermissionDenied
 from agentdata.names import (
     binder_table_parts,
@@ -114,6 +121,9 @@ class CheckedStatement:
     #: Same text, same data -> same rows: no volatile function (random(), now(), ...)
     #: and no sample. Only walked statements (non-admins) can be known to be.
     deterministic: bool = False
+    #: A governed writer's INSERT/UPDATE: `sql` ends in a RETURNING of the row filter,
+    #: and every row written must pass it (agentdata.governed_writes).
+    row_check: bool = False
 
 
 @dataclass(frozen=True)
@@ -145,7 +155,7 @@ class CatalogSnapshot:
         system_views = cur.execute(
             "SELECT lower(schema_name), lower(view_name) FROM duckdb_views() WHERE internal"
         ).fetchall()
-        catalog = cur.execute("SELECT current_database()").fetchall()[0][0]  # type: ignore[index]
+        catalog = cur.execute("SELECT current_database()").fetchall()[0][0]
         return cls(
             objects=frozenset((s, n) for s, n in objects),
             macros=macros,
@@ -160,6 +170,8 @@ class Guard:
 
     max_sql_bytes: int = 256 * 1024
     bounds: ValueBounds = field(default_factory=lambda: ValueBounds(64 * 1024))
+    #: The per-server salt of `hash` column masks (agentdata.governance).
+    mask_salt: str = ""
 
     def check(
         self,
@@ -191,6 +203,11 @@ class Guard:
             inspector = _Inspector(self, cur, principal, snapshot)
             new_tree = inspector.transform(tree)
             checkpoint()
+            if inspector.governed and c.explain:
+                # A plan prints the filters and masks (and the hash salt) it runs.
+                raise PermissionDenied(
+                    "EXPLAIN is not available on tables this token sees filtered or masked"
+                )
             inner = c.inner
             if inspector.rewritten:
                 inner = sql_tree.deserialize(cur, new_tree)
@@ -231,6 +248,13 @@ class Guard:
             )
         if not principal.is_admin:
             _refuse_system_calls_in_text(c.inner)
+        governed = governed_writes.check(cur, principal, c.inner, c.statement_type)
+        if governed is not None:
+            if c.explain:
+                raise PermissionDenied(
+                    "EXPLAIN is not available on tables this token sees filtered or masked"
+                )
+            sql = governed.sql
         try:  # which tables it touches, for their last-modified times (best effort)
             raw = cur.get_table_names(c.inner, qualified=True)
         except duckdb.InterruptException:
@@ -245,6 +269,7 @@ class Guard:
             explain=c.explain is not None,
             analyze=c.analyze,
             returning=c.explain is None and returning.has_returning(sql, c.statement_type),
+            row_check=governed is not None and governed.row_check,
         )
 
     # -- binding -------------------------------------------------------------------
@@ -272,6 +297,14 @@ class Guard:
         except duckdb.InterruptException:
             raise
         except duckdb.Error as e:
+            if _USING_JOIN_BUG in str(e) and _has_using_join(probe):
+                # DuckDB 2.0.1's table-name binder fails on every USING join (the query
+                # itself would bind): say what works instead of a misleading message.
+                raise InvalidArgument(
+                    "JOIN ... USING (...) cannot be checked for this token (a limitation "
+                    "of DuckDB 2.0.1's binder); write the join with ON, e.g. "
+                    "JOIN b ON a.id = b.id"
+                ) from None
             raise InvalidArgument(str(e)) from None
         parts = {binder_table_parts(t) for t in raw}
         denied = sorted((s, t) for s, t in parts if not principal.can_read(s, t))
@@ -336,6 +369,8 @@ class _Inspector:
         self.has_params = False
         self.volatile = False  # calls a function whose result changes run to run
         self.named: set[tuple[str, str]] = set()  # tables the text names
+        #: A governed table (row filter, column masks) was replaced by its policy.
+        self.governed = False
         self.ctes: set[str] = set()
         self._visible: catalog_filter.Visible | None = None
 
@@ -447,6 +482,10 @@ class _Inspector:
         inner = _Inspector(self.guard, self.cur, self.principal, self.snapshot, self.depth + 1)
         inner.transform(tree)
         self.named |= inner.named
+        if inner.governed:
+            raise PermissionDenied(
+                f"{what} reads a table this token sees filtered or masked; query the table in the statement itself"
+            )
         if inner.rewritten:
             raise PermissionDenied(
                 f"{what} uses catalog views or size-bounded functions; write them in the statement itself"
@@ -492,6 +531,9 @@ class _Inspector:
                 for arg in args[:1]:
                     for table in _string_constants(arg):
                         self._require_readable(*parse_table_ref(table))
+                governed = self._govern_query_table(node, args)
+                if governed is not None:
+                    return governed
             return walked
         if name in sql_functions.TABLE_ARGUMENT_FUNCTIONS:
             text = sql_tree.string_constant(args[0]) if len(args) == 1 else None
@@ -499,6 +541,10 @@ class _Inspector:
                 raise PermissionDenied(f"{name}() needs one table name as a string literal")
             schema_name, table_name = parse_table_ref(text)
             self._require_readable(schema_name, table_name)
+            gov = self._governance()
+            if name == "pragma_storage_info" and gov is not None and gov.tables:
+                # Segment statistics hold raw minima and maxima.
+                raise PermissionDenied(f"{name}() is not available to this token")
             # A view's columns describe what lies beneath it: all of that must be readable.
             if self.limited and not catalog_filter.view_is_readable(
                 self.cur, self.principal, schema_name, table_name
@@ -509,12 +555,40 @@ class _Inspector:
             return self._catalog(walked, name)
         raise PermissionDenied(f"table function {name}() is not allowed for this token")
 
+    def _govern_query_table(self, node: Node, args: list[Node]) -> Node | None:
+        """`query_table('t')` over a governed table (or a view over one) as that table's
+        policy subquery; None when no table it names is governed."""
+        if self._governance() is None or not args:
+            return None
+        names = [parse_table_ref(t) for t in _string_constants(args[0])]
+        for schema, table in names:
+            base = sql_tree.parse_table_ref(
+                self.cur, f"SELECT * FROM {quote_ident(schema)}.{quote_ident(table)}"
+            )
+            base["alias"] = node.get("alias") or ""
+            base["column_name_alias"] = node.get("column_name_alias") or []
+            governed = self._govern(base, schema, table)
+            if governed is base:
+                continue
+            if len(names) != 1 or len(args) != 1 or args[0].get("class") != "CONSTANT":
+                raise PermissionDenied(
+                    "query_table() over a filtered or masked table takes that one table only"
+                )
+            return governed
+        return None
+
     # -- tables ---------------------------------------------------------------------------
     def _base_table(self, node: Node) -> Node:
         schema = str(node.get("schema_name") or "").lower()
         name = str(node.get("table_name") or "").lower()
         catalog = str(node.get("catalog_name") or "").lower()
         if not schema and not catalog and name in self.ctes:
+            if self._governance() is not None and ("main", name) in self.snapshot.objects:
+                # CTE scopes are not tracked here: a reference outside the CTE's scope
+                # would read the table unfiltered.
+                raise PermissionDenied(
+                    f"a CTE may not be named like table {name!r} for this token; rename the CTE"
+                )
             return node
         system = self._system_view(catalog, schema, name)
         if system is not None:
@@ -524,7 +598,44 @@ class _Inspector:
         if catalog not in ("", self.snapshot.catalog):
             raise PermissionDenied(f"database {catalog!r} is not available to this token")
         self._require_readable(schema or "main", name)
-        return node
+        return self._govern(node, schema or "main", name)
+
+    # -- row filters and column masks (agentdata.governance) ---------------------------
+    def _governance(self) -> governance.Governance | None:
+        return None if self.principal.is_admin else self.principal.governance
+
+    def _govern(self, node: Node, schema: str, name: str) -> Node:
+        """A governed table is read through its policy's subquery; a view reading one is
+        inlined (its body walked like the statement), so the same happens inside it."""
+        gov = self._governance()
+        if gov is None:
+            return node
+        policy = gov.policy(schema, name)
+        if policy is not None:
+            self.rewritten = self.governed = True
+            return governance.wrap(self.cur, node, schema, name, policy, self.guard.mask_salt)
+        body = governance.view_body(self.cur, schema, name)
+        if body is None:
+            return node
+        if self.depth >= 8:
+            raise PermissionDenied(f"view {name} nests too deeply to be checked")
+        inner = _Inspector(self.guard, self.cur, self.principal, self.snapshot, self.depth + 1)
+        try:
+            walked = inner.transform(body[0])
+        except PermissionDenied:
+            # A view this walk refuses (it calls what agents may not) is left to the
+            # binder check, as for any token, unless it may reach a governed table.
+            if not governance.may_reach(self.cur, gov, schema, name):
+                return node
+            raise PermissionDenied(  # never name what lies beneath
+                f"view {name} reads a table this token sees filtered or masked, and cannot "
+                "be checked for this token; query the table directly"
+            ) from None
+        self.volatile = self.volatile or inner.volatile
+        if not inner.governed:
+            return node
+        self.rewritten = self.governed = True
+        return governance.subquery(self.cur, walked, name, body[1], node)
 
     def _system_view(self, catalog: str, schema: str, name: str) -> str | None:
         """The name of the DuckDB catalog view this reference resolves to, if any."""
@@ -723,9 +834,15 @@ def scrubbed(principal: Principal) -> Iterator[None]:
     try:
         yield
     except (InvalidArgument, PermissionDenied) as e:
-        if principal.tables is not None and _HINT_LINE.search(e.message):
-            e.message = _HINT_LINE.sub("", e.message).strip()
-            e.args = (e.message,)
+        # The binder quotes the SQL it bound: a masked table's subquery holds the salt.
+        message = governance.hide_salts(e.message)
+        if principal.governance is not None:
+            message = governance.redact_values(message)
+        if principal.tables is not None and _HINT_LINE.search(message):
+            message = _HINT_LINE.sub("", message).strip()
+        if message != e.message:
+            e.message = message
+            e.args = (message,)
         raise
 
 
@@ -734,6 +851,22 @@ def scrub_message(principal: Principal, message: str) -> str:
     if principal.tables is not None:
         return _HINT_LINE.sub("", message).strip()
     return message
+
+
+_USING_JOIN_BUG = "does not exist on left side of join"
+
+
+def _has_using_join(sql: str) -> bool:
+    """True if DuckDB's tokens of `sql` hold the keyword USING (a join's USING list)."""
+    try:
+        tokens = duckdb.tokenize(sql)
+    except (duckdb.Error, ValueError, RuntimeError):
+        return False
+    for i, (start, kind) in enumerate(tokens):
+        end = tokens[i + 1][0] if i + 1 < len(tokens) else len(sql)
+        if str(kind).endswith("keyword") and sql[start:end].strip().upper() == "USING":
+            return True
+    return False
 
 
 def normalise_table_name(name: str) -> str:

@@ -26,11 +26,11 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from agentdata.dispatch import new_task_id
 from agentdata.errors import AgentdataError, Conflict, Unavailable
 from agentdata.jobs import ACTIVE_STATES, Job
 from agentdata.sqlguard import parse_table_ref
 from agentdata.syncs import schedule_seconds
+from agentdata.tasks import start_job
 from agentdata.tokens import Principal, Role
 
 if TYPE_CHECKING:
@@ -41,13 +41,8 @@ log = logging.getLogger("agentdata.syncs")
 
 def active_job(core: Core, name: str) -> str | None:
     """The id of the sync's queued, running or retrying job, if it has one."""
-    states = [s.value for s in ACTIVE_STATES]
-    row = core.meta.one(
-        "SELECT id FROM jobs WHERE kind = 'sync' AND json_extract(params, '$.name') = ?"
-        f" AND state IN ({', '.join('?' * len(states))}) ORDER BY created_at DESC LIMIT 1",
-        (name, *states),
-    )
-    return str(row["id"]) if row else None
+    job = core.jobs.latest(kind="sync", states=ACTIVE_STATES, param=("name", name))
+    return job.id if job else None
 
 
 def start_run(
@@ -59,9 +54,6 @@ def start_run(
     running = active_job(core, name)
     if running is not None:
         raise Conflict(f"sync {name!r} is already running: job {running}")
-    dispatcher = core.dispatcher
-    if dispatcher is None:
-        raise Unavailable("this server runs no task dispatcher")
     params: dict[str, Any] = {
         "name": name,
         "source": spec.source,
@@ -70,11 +62,8 @@ def start_run(
         "full": full,
         "trigger": trigger,
     }
-    job = core.jobs.create("sync", params, owner=principal.token_id)
-    run = core.syncs.started(name, job.id)
-    task_id = new_task_id()
-    core.jobs.set_task_id(job.id, task_id)
     schema, table = parse_table_ref(spec.target)
+    # The task's credential: a writer on the target table only, for this job only.
     scoped = Principal(
         token_id=principal.token_id,
         name=f"sync {name}",
@@ -82,22 +71,17 @@ def start_run(
         tables=(f"{schema}.{table}".lower(),),
         expires_at=principal.expires_at,
     )
-    token = core.tokens.delegate(scoped, job_id=job.id, ttl_s=core.settings.task_token_ttl_s)
-    task_params = {
-        "job_id": job.id,
-        "name": name,
-        "spec": spec.model_dump(mode="json"),
-        "run": run,
-        "full": full,
-        "token": token,
-    }
-    try:
-        dispatcher.submit("sync", task_params, task_id=task_id)
-    except AgentdataError as e:
-        core.jobs.fail(job.id, step="dispatch", code=e.code, message=e.message)
-        raise
-    log.info("sync %s: run %d queued as job %s (%s)", name, run, job.id, trigger)
-    return core.jobs.get(job.id)
+    runs: list[int] = []
+
+    def task_params(job: Job) -> dict[str, Any]:
+        runs.append(core.syncs.started(name, job.id))
+        return {"name": name, "spec": spec.model_dump(mode="json"), "run": runs[0], "full": full}
+
+    started = start_job(
+        core, "sync", params, principal=principal, acting_as=scoped, task_params=task_params
+    )
+    log.info("sync %s: run %d queued as job %s (%s)", name, runs[0], started.job.id, trigger)
+    return started.job
 
 
 def resume_params(core: Core, job: Job) -> dict[str, Any]:

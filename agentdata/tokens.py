@@ -16,14 +16,18 @@ import uuid
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jwt
 
 from agentdata.bounds import MAX_INT64, MAX_SECONDS
 from agentdata.errors import InvalidArgument, NotFound, PermissionDenied, Unauthenticated
+from agentdata.governance import Governance
 from agentdata.meta import MetaStore
 from agentdata.names import matches, parse_pattern, split_identifier, validate_name
+
+if TYPE_CHECKING:
+    from agentdata.jobs import JobStore
 
 ALGORITHM = "HS256"
 ADMIN_BOOTSTRAP_ID = "admin-bootstrap"
@@ -50,6 +54,10 @@ class Principal:
     job_id: str | None = None
     #: The cost guard: most rows a query may be estimated to scan (None = no limit).
     max_scan_rows: int | None = None
+    #: Row filters and column masks (agentdata.governance); admins are exempt.
+    governance: Governance | None = None
+    #: Most queries this token may run at once (None = the server's default).
+    max_concurrent: int | None = None
 
     @property
     def can_write(self) -> bool:
@@ -108,6 +116,9 @@ class TokenRecord:
     revoked_at: float | None = None
     created_by: str | None = None
     max_scan_rows: int | None = None
+    row_filters: dict[str, str] | None = None
+    column_masks: dict[str, dict[str, str]] | None = None
+    max_concurrent: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -123,6 +134,9 @@ class TokenRecord:
             "revoked_at": self.revoked_at,
             "created_by": self.created_by,
             "max_scan_rows": self.max_scan_rows,
+            "row_filters": self.row_filters,
+            "column_masks": self.column_masks,
+            "max_concurrent": self.max_concurrent,
         }
 
 
@@ -130,11 +144,19 @@ class TokenService:
     """Issues, verifies, lists and revokes tokens."""
 
     def __init__(
-        self, meta: MetaStore, *, secret: str, admin_token: str, default_ttl_s: int
+        self,
+        meta: MetaStore,
+        *,
+        secret: str,
+        admin_token: str,
+        default_ttl_s: int,
+        jobs: JobStore,
     ) -> None:
         if len(secret) < 32:
             raise InvalidArgument("the JWT secret must be at least 32 characters")
         self._meta = meta
+        #: Whose states end delegated job credentials (see `_check_delegation`).
+        self._jobs = jobs
         self._secret = secret
         self._admin_token = admin_token
         self._default_ttl_s = default_ttl_s
@@ -159,8 +181,13 @@ class TokenService:
         timeout_s: float | None = None,
         created_by: str | None = None,
         max_scan_rows: int | None = None,
+        governance: Governance | None = None,
+        max_concurrent: int | None = None,
     ) -> tuple[TokenRecord, str]:
-        """Create a token; returns its record and the JWT (shown once, never stored)."""
+        """Create a token; returns its record and the JWT (shown once, never stored).
+
+        `governance` must come from `agentdata.governance.validate` (checked against
+        the database); it travels in the signed claims and the record."""
         try:
             role_v = Role(role)
         except ValueError:
@@ -177,6 +204,8 @@ class TokenService:
             raise InvalidArgument(f"timeout_s must be positive and at most {MAX_SECONDS}")
         if max_scan_rows is not None and not 0 < max_scan_rows <= MAX_INT64:
             raise InvalidArgument(f"max_scan_rows must be 1 to {MAX_INT64}")
+        if max_concurrent is not None and not 0 < max_concurrent <= 1_000_000:
+            raise InvalidArgument("max_concurrent must be 1 to 1000000")
         if tables is not None:
             if not isinstance(tables, list):
                 raise InvalidArgument("tables must be a list of 'schema.table' patterns")
@@ -194,10 +223,14 @@ class TokenService:
             expires_at=now + (ttl_seconds or self._default_ttl_s),
             created_by=created_by,
             max_scan_rows=max_scan_rows,
+            row_filters=governance.row_filter_map() if governance else None,
+            column_masks=governance.column_mask_map() if governance else None,
+            max_concurrent=max_concurrent,
         )
         self._meta.execute(
             "INSERT INTO tokens (id, name, role, tables, max_rows, timeout_s, created_at, expires_at,"
-            " created_by, max_scan_rows) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " created_by, max_scan_rows, row_filters, column_masks, max_concurrent)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 record.id,
                 record.name,
@@ -209,6 +242,9 @@ class TokenService:
                 record.expires_at,
                 created_by,
                 record.max_scan_rows,
+                _json_or_none(record.row_filters),
+                _json_or_none(record.column_masks),
+                max_concurrent,
             ),
         )
         claims = {
@@ -221,6 +257,7 @@ class TokenService:
             "max_rows": record.max_rows,
             "timeout_s": record.timeout_s,
             "max_scan_rows": record.max_scan_rows,
+            **_governance_claims(governance, max_concurrent),
         }
         return record, jwt.encode(claims, self._secret, algorithm=ALGORITHM)
 
@@ -239,9 +276,11 @@ class TokenService:
         if principal.expires_at is not None:
             expires = min(expires, principal.expires_at)
         record_id = uuid.uuid4().hex
+        gov = principal.governance
         self._meta.execute(
             "INSERT INTO tokens (id, name, role, tables, max_rows, timeout_s, created_at, expires_at,"
-            " created_by, max_scan_rows) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " created_by, max_scan_rows, row_filters, column_masks, max_concurrent, job_id)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 record_id,
                 f"job {job_id} (delegated)",
@@ -253,6 +292,10 @@ class TokenService:
                 expires,
                 principal.token_id,
                 principal.max_scan_rows,
+                _json_or_none(gov.row_filter_map() if gov else None),
+                _json_or_none(gov.column_mask_map() if gov else None),
+                principal.max_concurrent,
+                job_id,
             ),
         )
         claims = {
@@ -265,6 +308,7 @@ class TokenService:
             "max_rows": principal.max_rows,
             "timeout_s": principal.timeout_s,
             "max_scan_rows": principal.max_scan_rows,
+            **_governance_claims(gov, principal.max_concurrent),
             "for": principal.token_id,
             "job": job_id,
         }
@@ -276,8 +320,8 @@ class TokenService:
         as the job's first credential, which its record keeps. NotFound if it has none,
         Unauthenticated if the caller's token is revoked or expired meanwhile."""
         row = self._meta.one(
-            "SELECT * FROM tokens WHERE name = ? ORDER BY created_at DESC LIMIT 1",
-            (f"job {job_id} (delegated)",),
+            "SELECT * FROM tokens WHERE job_id = ? ORDER BY created_at DESC LIMIT 1",
+            (job_id,),
         )
         if row is None or row["created_by"] is None:
             raise NotFound(f"job {job_id} has no delegated credential to renew")
@@ -302,6 +346,10 @@ class TokenService:
             timeout_s=row["timeout_s"],
             expires_at=parent_expiry,
             max_scan_rows=row["max_scan_rows"],
+            governance=Governance.from_maps(
+                _json_load(row["row_filters"]), _json_load(row["column_masks"])
+            ),
+            max_concurrent=row["max_concurrent"],
         )
         return self.delegate(acting, job_id=job_id, ttl_s=ttl_s)
 
@@ -312,9 +360,16 @@ class TokenService:
             if row is None or row["revoked_at"] is not None:
                 raise Unauthenticated("the token this credential was delegated from is revoked")
         if job_id is not None:
-            job = self._meta.one("SELECT state FROM jobs WHERE id = ?", (job_id,))
-            if job is None or job["state"] in ("succeeded", "failed", "cancelled"):
+            state = self._jobs.state_of(job_id)
+            if state is None or state.finished:
                 raise Unauthenticated("this job credential ended with its job")
+
+    def delete_expired_job_credentials(self, now: float) -> int:
+        """Delete the records of delegated job credentials expired before `now` (they can
+        never be used again); returns how many. User tokens stay listed until revoked."""
+        return self._meta.execute(
+            "DELETE FROM tokens WHERE job_id IS NOT NULL AND expires_at < ?", (now,)
+        )
 
     # -- verifying -----------------------------------------------------------
     def _require_live(self, token_id: str) -> None:
@@ -377,6 +432,8 @@ class TokenService:
             expires_at=float(claims["exp"]),
             job_id=claims.get("job"),
             max_scan_rows=claims.get("max_scan_rows"),
+            governance=Governance.from_maps(claims.get("row_filters"), claims.get("column_masks")),
+            max_concurrent=claims.get("max_concurrent"),
         )
 
     # -- listing and revoking ------------------------------------------------
@@ -416,4 +473,27 @@ def _record(r: Any) -> TokenRecord:
         revoked_at=r["revoked_at"],
         created_by=r["created_by"],
         max_scan_rows=r["max_scan_rows"],
+        row_filters=_json_load(r["row_filters"]),
+        column_masks=_json_load(r["column_masks"]),
+        max_concurrent=r["max_concurrent"],
     )
+
+
+def _json_or_none(value: Any) -> str | None:
+    return json.dumps(value) if value else None
+
+
+def _json_load(text: str | None) -> Any:
+    return json.loads(text) if text else None
+
+
+def _governance_claims(gov: Governance | None, max_concurrent: int | None) -> dict[str, Any]:
+    """The claims of a token's governance and admission limit (only those it has: a
+    plain token's JWT stays as it was)."""
+    claims: dict[str, Any] = {}
+    if gov is not None:
+        claims["row_filters"] = gov.row_filter_map()
+        claims["column_masks"] = gov.column_mask_map()
+    if max_concurrent is not None:
+        claims["max_concurrent"] = max_concurrent
+    return claims

@@ -9,6 +9,13 @@ Every command prints one JSON line (its result) on stdout as its last line.
     small   agent-style small queries (point lookup, small aggregate, LIMIT 100) in a
             closed loop for a fixed time, over pyarrow.flight, ADBC Flight SQL, or
             in-process DuckDB (the reference); prints every latency.
+    session a long-lived client of several servers at once, driven line by line on
+            stdin by the scenario (`benchmarks.common.FetchSession`): connects and
+            warms up once, then times only each fetch it is asked for, so two servers
+            are compared side by side by the same client, round by round.
+    points  serial point queries `WHERE id = k` (distinct ids, seeded) over plain
+            Flight (id inlined), ADBC Flight SQL (bound `?`) or in-process DuckDB
+            (prepared `?`); prints every latency.
 
 `--sync` lets several processes start their timed part together: once every thread
 has imported, connected and warmed up, the process prints `READY` and waits for a
@@ -19,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import sys
 import threading
@@ -292,6 +300,165 @@ def cmd_small(a: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+# -- session: one long-lived client, driven by the scenario ---------------------------
+
+
+def _read_stream(reader: fl.FlightStreamReader) -> tuple[int, int]:
+    rows = nbytes = 0
+    while True:
+        try:
+            chunk = reader.read_chunk()
+        except StopIteration:
+            return rows, nbytes
+        if chunk.data is not None:
+            rows += chunk.data.num_rows
+            nbytes += chunk.data.nbytes
+
+
+class _FlightSubject:
+    """One server, one channel kept for the whole session (as an agent keeps its own)."""
+
+    def __init__(self, url: str, token: str | None) -> None:
+        self.client = fl.connect(url)
+        self.opts = _options(token)
+        list(self.client.list_actions(self.opts))  # the channel's set-up, outside timings
+
+    def fetch(self, sql: str) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        info = self.client.get_flight_info(fl.FlightDescriptor.for_command(sql.encode()), self.opts)
+        rows = nbytes = 0
+        cache = None
+        for endpoint in info.endpoints:
+            reader = self.client.do_get(endpoint.ticket, self.opts)
+            metadata = reader.schema.metadata or {}
+            cache = metadata.get(b"agentdata.cache", b"").decode() or cache
+            r, b = _read_stream(reader)
+            rows, nbytes = rows + r, nbytes + b
+        return {
+            "seconds": time.perf_counter() - t0,
+            "rows": rows,
+            "bytes": nbytes,
+            "cache": cache,
+        }
+
+    def close(self) -> None:
+        self.client.close()
+
+
+class _DuckDBSubject:
+    """The engine ceiling: the same SQL in this process, read as Arrow batches."""
+
+    def __init__(self, db: str, batch_rows: int) -> None:
+        import duckdb
+
+        self.con = duckdb.connect(db, read_only=True)
+        self.batch_rows = batch_rows
+
+    def fetch(self, sql: str) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        rows = nbytes = 0
+        for batch in self.con.sql(sql).to_arrow_reader(self.batch_rows):
+            rows += batch.num_rows
+            nbytes += batch.nbytes
+        return {"seconds": time.perf_counter() - t0, "rows": rows, "bytes": nbytes}
+
+    def close(self) -> None:
+        self.con.close()
+
+
+def cmd_session(a: argparse.Namespace) -> dict[str, Any]:
+    """Serve fetch requests from stdin: one JSON line {"subject", "sql"} in, one out.
+
+    Subjects are NAME=grpc://host:port (token from the environment variable named by
+    --auth NAME=VAR, so it never shows in `ps`) or NAME=duckdb:PATH. Prints READY once
+    every subject is connected; an empty line or EOF ends the session.
+    """
+    tokens = dict(x.split("=", 1) for x in a.auth)
+    subjects: dict[str, _FlightSubject | _DuckDBSubject] = {}
+    for spec in a.subject:
+        name, target = spec.split("=", 1)
+        if target.startswith("duckdb:"):
+            subjects[name] = _DuckDBSubject(target.removeprefix("duckdb:"), a.batch_rows)
+        else:
+            token = os.environ.get(tokens[name]) if name in tokens else None
+            subjects[name] = _FlightSubject(target, token)
+    sys.stdout.write("READY\n")
+    sys.stdout.flush()
+    served = 0
+    for line in sys.stdin:
+        if not line.strip():
+            break
+        request = json.loads(line)
+        try:
+            answer = subjects[request["subject"]].fetch(request["sql"])
+        except Exception as e:  # reported to the scenario, which decides
+            answer = {"error": f"{type(e).__name__}: {e}"[:1000]}
+        sys.stdout.write(json.dumps(answer) + "\n")
+        sys.stdout.flush()
+        served += 1
+    for subject in subjects.values():
+        subject.close()
+    return {"served": served}
+
+
+# -- points: serial point queries ----------------------------------------------------
+
+
+def cmd_points(a: argparse.Namespace) -> dict[str, Any]:
+    """`--n` point queries one after another, each id distinct (so no two texts or
+    parameter sets repeat, and a results cache never answers for the index)."""
+    rng = random.Random(a.seed)
+    ids = rng.sample(range(a.rows), a.n + a.warmup)
+    sql_param = f"SELECT * FROM {a.table} WHERE id = ?"
+    one: Callable[[int], int]
+    if a.driver == "flight":
+        client = fl.connect(a.url)
+        opts = _options(a.token)
+        list(client.list_actions(opts))
+
+        def one(i: int) -> int:
+            sql = f"SELECT * FROM {a.table} WHERE id = {i}"
+            info = client.get_flight_info(fl.FlightDescriptor.for_command(sql.encode()), opts)
+            return sum(client.do_get(e.ticket, opts).read_all().num_rows for e in info.endpoints)
+
+    elif a.driver == "adbc":
+        import adbc_driver_flightsql.dbapi as flightsql
+
+        conn = flightsql.connect(
+            a.url,
+            db_kwargs={"adbc.flight.sql.authorization_header": f"Bearer {a.token}"},
+            autocommit=True,
+        )
+        cur = conn.cursor()
+
+        def one(i: int) -> int:
+            cur.execute(sql_param, (i,))
+            return int(cur.fetch_arrow_table().num_rows)
+
+    else:
+        import duckdb
+
+        dcur = duckdb.connect(a.db, read_only=True).cursor()
+
+        def one(i: int) -> int:
+            result = dcur.execute(sql_param, [i])
+            assert result is not None
+            table = result.to_arrow_table()
+            assert table is not None
+            return int(table.num_rows)
+
+    for i in ids[: a.warmup]:  # connection, prepared statement, caches
+        one(i)
+    latencies = []
+    for i in ids[a.warmup :]:
+        t0 = time.perf_counter()
+        found = one(i)
+        latencies.append((time.perf_counter() - t0) * 1000)
+        if found != 1:
+            raise RuntimeError(f"id {i}: {found} rows, expected 1")
+    return {"latencies_ms": [round(x, 4) for x in latencies], "driver": a.driver}
+
+
 # -- entry -------------------------------------------------------------------------
 
 
@@ -329,11 +496,29 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--sync", action="store_true", help="print READY, start on GO")
     s.add_argument("--seed", type=int, default=1)
 
+    se = sub.add_parser("session")
+    se.add_argument("--subject", action="append", required=True, help="NAME=URL|duckdb:PATH")
+    se.add_argument("--auth", action="append", default=[], help="NAME=ENVVAR holding a token")
+    se.add_argument("--batch-rows", type=int, default=65_536)
+
+    pt = sub.add_parser("points")
+    pt.add_argument("--driver", choices=["flight", "adbc", "duckdb"], required=True)
+    pt.add_argument("--url", default="")
+    pt.add_argument("--token", default="")
+    pt.add_argument("--db", default="", help="DuckDB file, for --driver duckdb")
+    pt.add_argument("--table", required=True)
+    pt.add_argument("--rows", type=int, required=True)
+    pt.add_argument("--n", type=int, default=500)
+    pt.add_argument("--warmup", type=int, default=20)
+    pt.add_argument("--seed", type=int, default=7)
+
     a = p.parse_args(argv)
     commands: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
         "fetch": cmd_fetch,
         "duckdb": cmd_duckdb,
         "small": cmd_small,
+        "session": cmd_session,
+        "points": cmd_points,
     }
     result = commands[a.cmd](a)
     sys.stdout.write(json.dumps(result) + "\n")

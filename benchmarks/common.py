@@ -449,6 +449,95 @@ def warm(url: str, sql: str, token: str | None = None) -> int:
         client.close()
 
 
+class FetchSession:
+    """One long-lived client process (`benchmarks.clients session`) of several servers.
+
+    It connects to every subject and warms each channel once, then times only the
+    fetches it is asked for, one at a time: the same client compares two servers
+    round by round, the way an agent with an open connection sees them, and the
+    caller can read a server's CPU time around each fetch.
+
+        with FetchSession({"a": server.flight_url, "b": bare_url}, {"a": token}) as s:
+            s.fetch("a", sql)  # {"seconds", "rows", "bytes", "cache"}
+
+    A subject is a Flight URL or ``duckdb:PATH`` (in the client process). Tokens go
+    to the client through its environment, never its command line.
+    """
+
+    def __init__(
+        self,
+        subjects: dict[str, str],
+        tokens: dict[str, str] | None = None,
+        *,
+        batch_rows: int = 65_536,
+        ready_timeout: float = 300,
+    ) -> None:
+        args = ["session", "--batch-rows", str(batch_rows)]
+        env = dict(os.environ)
+        for name, target in subjects.items():
+            args += ["--subject", f"{name}={target}"]
+        for name, token in (tokens or {}).items():
+            var = f"AGENTDATA_BENCH_SESSION_TOKEN_{name.upper()}"
+            env[var] = token
+            args += ["--auth", f"{name}={var}"]
+        self.proc = subprocess.Popen(
+            client_command(args),
+            cwd=REPO,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        line = self._readline(ready_timeout)
+        if line.strip() != "READY":
+            self.close()
+            raise RuntimeError(f"session client did not start ({line.strip()!r})")
+
+    def _readline(self, timeout: float) -> str:
+        assert self.proc.stdout is not None
+        done: list[str] = []
+        reader = threading.Thread(target=lambda: done.append(self.proc.stdout.readline()))  # type: ignore[union-attr]
+        reader.daemon = True
+        reader.start()
+        reader.join(timeout)
+        if not done:
+            self.proc.kill()
+            raise RuntimeError(f"session client gave no answer in {timeout:g}s")
+        if not done[0]:
+            err = self.proc.stderr.read() if self.proc.stderr else ""
+            raise RuntimeError(f"session client exited: {err.strip()[-3000:]}")
+        return done[0]
+
+    def fetch(self, subject: str, sql: str, timeout: float = 1800) -> dict[str, Any]:
+        """Fetch `sql` from `subject` to the end; raises if the client reports an error."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps({"subject": subject, "sql": sql}) + "\n")
+        self.proc.stdin.flush()
+        answer: dict[str, Any] = json.loads(self._readline(timeout))
+        if "error" in answer:
+            raise RuntimeError(f"{subject}: {answer['error']}")
+        return answer
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            with contextlib.suppress(OSError):
+                assert self.proc.stdin is not None
+                self.proc.stdin.write("\n")
+                self.proc.stdin.flush()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def __enter__(self) -> FetchSession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 def run_client(args: Sequence[str], timeout: float = 1800) -> dict[str, Any]:
     """Run one client process to completion and return its JSON result."""
     return collect(spawn_client(args), timeout)
@@ -553,12 +642,15 @@ def metric(
     aim: str | None = None,
     met: bool | None = None,
     spread: tuple[float, float] | None = None,
+    load: float | None = None,
 ) -> dict[str, Any]:
     """One row of the summary table (see the contract in benchmarks.scenarios).
 
     `ratio` defaults to value / reference when both are numbers; `reference_label`
     names the reference (e.g. "bare Flight"); `spread` is the (min, max) of the runs
-    behind a median.
+    behind a median; `load` is the machine's 1-minute load average while the figure
+    was taken (by default: now, so build rows right after measuring, or pass the
+    load read at the end of the measurement with `load1()`).
     """
     if ratio is None and isinstance(reference, int | float) and value is not None and reference:
         ratio = value / reference
@@ -572,6 +664,7 @@ def metric(
         "aim": aim,
         "met": met,
         "spread": list(spread) if spread else None,
+        "load": round(load1() if load is None else load, 2),
     }
 
 
@@ -614,6 +707,11 @@ def machine_info() -> dict[str, Any]:
         "versions": versions,
         "commit": commit,
     }
+
+
+def load1() -> float:
+    """The 1-minute load average now (every figure in the summary quotes one)."""
+    return float(os.getloadavg()[0])
 
 
 def load_note() -> str:

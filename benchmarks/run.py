@@ -175,15 +175,16 @@ def summary_markdown(report: dict[str, Any]) -> str:
         f"adbc-driver-flightsql {v.get('adbc-driver-flightsql', '?')}.",
         "",
         "Values are medians of several runs (min–max in brackets); ratios are "
-        "value / reference measured side by side in the same run.",
+        "value / reference measured side by side in the same run; load is the "
+        f"machine's 1-minute load average when the figure was taken ({m['cores']} cores).",
         "",
-        "| scenario | metric | value | reference | ratio | aim | met? |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| scenario | metric | value | reference | ratio | aim | met? | load |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for s in report["scenarios"]:
         if s.get("status") != "ok":
             lines.append(
-                f"| {s['name']} | **failed** | {_cell(s.get('error', '?'))[:300]} | | | | |"
+                f"| {s['name']} | **failed** | {_cell(s.get('error', '?'))[:300]} | | | | | |"
             )
             continue
         for row in s.get("metrics", []):
@@ -211,6 +212,7 @@ def summary_markdown(report: dict[str, Any]) -> str:
                         fmt(row.get("ratio"), "x") if row.get("ratio") is not None else "—",
                         row.get("aim") or "",
                         {True: "yes", False: "**no**", None: ""}[row.get("met")],
+                        fmt(row.get("load")) if row.get("load") is not None else "",
                     )
                 )
                 + " |"
@@ -305,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         p.error(f"unknown scenario(s) {unknown}; known: {names}")
     selected = a.only or names
-    timeout = a.timeout or (240 if a.quick else 1200)
+    timeout = a.timeout or (480 if a.quick else 1200)  # quick: a busy 2-core machine
     out_dir = results_dir(a.quick)
     out_dir.mkdir(parents=True, exist_ok=True)
 

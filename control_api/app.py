@@ -16,10 +16,12 @@ from control_api.errors import install_error_handlers
 from control_api.openapi import install_openapi
 from control_api.routers import (
     artefacts,
+    audit,
     exports,
     health,
     jobs,
     maintenance,
+    remote_tables,
     syncs,
     tables,
     tasks,
@@ -49,10 +51,12 @@ def create_app(core: Core) -> FastAPI:
     app.include_router(health.router)
     app.include_router(tables.router)
     app.include_router(tokens.router)
+    app.include_router(audit.router)
     app.include_router(artefacts.router)
     app.include_router(jobs.router)
     app.include_router(exports.router)
     app.include_router(tasks.router)
     app.include_router(maintenance.router)
     app.include_router(syncs.router)
+    app.include_router(remote_tables.router)
     return app

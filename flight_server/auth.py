@@ -93,4 +93,5 @@ def principal_of(context: fl.ServerCallContext) -> Principal:
     mw = context.get_middleware(MIDDLEWARE_KEY)
     if mw is None:  # pragma: no cover - the middleware is always installed
         raise to_flight_error(Unauthenticated("no credentials"))
-    return mw.principal
+    principal: Principal = mw.principal
+    return principal

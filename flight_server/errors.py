@@ -21,9 +21,23 @@ pyarrow's Python server turns an exception into a gRPC status in one of two ways
 
 The three codes with no FlightError class therefore travel as the built-in type,
 marked as `ClientError`, and `traceback.format_exception` renders a ClientError as
-its bare code (`_install_traceback_filter`): pyarrow formats the detail there and
+its wire tag (`_install_traceback_filter`): pyarrow formats the detail there and
 offers no other hook. Everything else we send is a FlightError; an unexpected
 exception is logged here and leaves as a plain INTERNAL error.
+
+Beside the message, every error carries its wire tag (`agentdata.errors.wire_tag`):
+the code, and the error's machine-readable detail as JSON when it has one. A
+FlightError carries it in `extra_info`; a ClientError in the text pyarrow appends:
+
+    FlightUnavailableError  "[unavailable] the server is shutting down"
+                            extra_info b'unavailable'
+    ArrowInvalid            "[invalid_argument] incompatible schema change on s.t.c: ...
+                            . Detail: Python exception: invalid_argument
+                            {"column":"c","new_type":"VARCHAR","old_type":"BIGINT",
+                            "reason":"incompatible_schema"}"
+
+`workers.client.error_from_flight` reads both back into our error types, so callers
+branch on the code and detail, never on the message text.
 """
 
 from __future__ import annotations
@@ -42,12 +56,14 @@ log = logging.getLogger("agentdata.flight")
 
 
 class ClientError(Exception):
-    """An error on its way to a Flight client: `str()` is exactly "[code] message"."""
+    """An error on its way to a Flight client: `str()` is exactly "[code] message";
+    `tag` (the code and detail, see the module docstring) is what pyarrow appends."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, tag: str | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.tag = tag or code
 
     def __str__(self) -> str:
         # KeyError would otherwise quote its message ("'[not_found] ...'").
@@ -68,8 +84,8 @@ class ClientUnimplemented(ClientError, NotImplementedError):
 
 # Our error -> (how pyarrow carries the gRPC code, log level). pyarrow's Python server
 # has no way at all to send RESOURCE_EXHAUSTED or ALREADY_EXISTS: those go as UNKNOWN
-# (FlightServerError). Every error's message starts with "[<code>]" and FlightErrors
-# also carry the code in `extra_info`, so clients can always branch on it.
+# (FlightServerError). Every error's message starts with "[<code>]" and its wire tag
+# (code and detail) travels beside it, so clients can always branch on them.
 _MAPPING: list[tuple[type[E.AgentdataError], type[Exception], int]] = [
     (E.InvalidArgument, ClientInvalidArgument, logging.INFO),
     (E.NotFound, ClientNotFound, logging.INFO),
@@ -100,9 +116,10 @@ def to_flight_error(err: E.AgentdataError) -> Exception:
     """Translate one of our errors into the exception pyarrow sends with the right code."""
     target, _ = _lookup(err)
     message = f"[{err.code}] {err.message}"
+    tag = E.wire_tag(err.code, err.detail)
     if issubclass(target, ClientError):
-        return target(err.code, message)
-    return target(message, extra_info=err.code.encode())  # type: ignore[call-arg]
+        return target(err.code, message, tag)
+    return target(message, extra_info=tag.encode())  # type: ignore[call-arg]
 
 
 def _log(err: E.AgentdataError) -> None:
@@ -122,7 +139,7 @@ def flight_errors() -> Iterator[None]:
         raise
     except Exception:
         log.exception("unexpected error in a Flight handler")
-        raise fl.FlightInternalError(UNEXPECTED, extra_info=b"internal") from None  # type: ignore[call-arg]
+        raise fl.FlightInternalError(UNEXPECTED, extra_info=b"internal") from None
 
 
 def guard_stream(batches: Iterator[Any]) -> Iterator[Any]:
@@ -136,13 +153,13 @@ def _install_traceback_filter() -> None:
 
     Arrow's C++ `PythonErrorDetail::ToString` looks this function up on the
     `traceback` module each time it describes a Python exception for the wire. An
-    exception on its way out of a Flight handler is rendered as its code (a
-    ClientError) or its type name (anything else, such as pyarrow's own checks on
-    what a handler returned), so the client's detail reads "Python exception:
-    invalid_argument" instead of a traceback. Those are recognised by their
-    outermost frame, pyarrow's Flight callback; every other call (format_exc in an
-    except block, a worker formatting a client-side error) is passed through, and
-    logging formats with `TracebackException` directly.
+    exception on its way out of a Flight handler is rendered as its wire tag (a
+    ClientError: its code, and its detail if any) or its type name (anything else,
+    such as pyarrow's own checks on what a handler returned), so the client's detail
+    reads "Python exception: invalid_argument" instead of a traceback. Those are
+    recognised by their outermost frame, pyarrow's Flight callback; every other call
+    (format_exc in an except block, a worker formatting a client-side error) is passed
+    through, and logging formats with `TracebackException` directly.
     """
     original: Callable[..., list[str]] = traceback.format_exception
     if getattr(original, "_agentdata_filter", False):
@@ -152,7 +169,7 @@ def _install_traceback_filter() -> None:
         value = args[0] if args else kwargs.get("value", exc)
         tb = args[1] if len(args) > 1 else kwargs.get("tb", getattr(value, "__traceback__", None))
         if isinstance(value, ClientError):
-            return [value.code]
+            return [value.tag]
         if tb is not None and tb.tb_frame.f_code.co_filename.endswith(_PYARROW_FLIGHT):
             return [type(value).__name__]
         return original(exc, *args, **kwargs)

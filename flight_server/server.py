@@ -42,7 +42,7 @@ from typing import Any, Protocol
 import pyarrow as pa
 import pyarrow.flight as fl
 
-from agentdata import metrics
+from agentdata import audit, metrics
 from agentdata.core import Core
 from agentdata.engine import ResultStream, StreamOptions, TableInfo
 from agentdata.errors import InvalidArgument, Unimplemented
@@ -170,7 +170,8 @@ class AgentdataFlightServer(fl.FlightServerBase):
             if self.sql_service is not None and self.sql_service.handles_command(
                 descriptor.command
             ):
-                return self.sql_service.get_flight_info(context, principal, descriptor)
+                with audit.channel("flightsql"):
+                    return self.sql_service.get_flight_info(context, principal, descriptor)
             sql, truncate = _command(descriptor.command)
             _, schema = self.core.engine.schema_of(principal, sql)
             entry = self.tickets.issue(principal, sql, truncate=truncate)
@@ -189,7 +190,8 @@ class AgentdataFlightServer(fl.FlightServerBase):
             if self.sql_service is not None and self.sql_service.handles_command(
                 descriptor.command
             ):
-                return self.sql_service.get_schema(context, principal, descriptor)
+                with audit.channel("flightsql"):
+                    return self.sql_service.get_schema(context, principal, descriptor)
             sql, _ = _command(descriptor.command)
             return fl.SchemaResult(self.core.engine.schema_of(principal, sql)[1])
 
@@ -198,6 +200,7 @@ class AgentdataFlightServer(fl.FlightServerBase):
         entry = self.tickets.issue(principal, sql)
         meta = {
             "kind": table.kind,
+            "location": table.location,  # "duckdb", or "snowflake" for a remote table
             "rows": table.rows,
             "last_modified": _iso(table.last_modified),
             "last_synced": _iso(table.last_synced),
@@ -217,7 +220,8 @@ class AgentdataFlightServer(fl.FlightServerBase):
         with flight_errors():
             principal = principal_of(context)
             if self.sql_service is not None and self.sql_service.handles_ticket(ticket.ticket):
-                return self.sql_service.do_get(context, principal, ticket.ticket)
+                with audit.channel("flightsql"):
+                    return self.sql_service.do_get(context, principal, ticket.ticket)
             entry = self.tickets.redeem(principal, ticket.ticket)
             options = StreamOptions(query_id=entry.query_id, truncate=entry.truncate)
             stream = open_flight_stream(
@@ -239,7 +243,8 @@ class AgentdataFlightServer(fl.FlightServerBase):
                 and self.sql_service is not None
                 and self.sql_service.handles_command(descriptor.command)
             ):
-                self.sql_service.do_put(context, principal, descriptor, reader, writer)
+                with audit.channel("flightsql"):
+                    self.sql_service.do_put(context, principal, descriptor, reader, writer)
                 return
             principal.require_writer()
             request = _ingest_request(descriptor)
@@ -275,7 +280,8 @@ class AgentdataFlightServer(fl.FlightServerBase):
         with flight_errors():
             principal = principal_of(context)
             if self.sql_service is not None and self.sql_service.handles_action(action.type):
-                results = list(self.sql_service.do_action(context, principal, action))
+                with audit.channel("flightsql"):
+                    results = list(self.sql_service.do_action(context, principal, action))
             else:
                 results = self._plain_action(principal, action)
         yield from results

@@ -7,6 +7,6 @@ forwards every call to a running server's `/mcp` with the user's token. The cont
 (tool names, fields, errors, caps) is docs/agents.md.
 """
 
-from mcp_server.http import mount_mcp
+from mcp_server.mount import mount_mcp
 
 __all__ = ["mount_mcp"]

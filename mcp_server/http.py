@@ -5,7 +5,8 @@
 
 Every HTTP request is verified on its own (so revocation applies to the very next
 call) and the principal rides in the request's ASGI scope, where a tool reads it
-back through the SDK's per-request context (`principal_of`). The transport is
+back through the SDK's per-request context (`principal_of`); `mcp_server.mount` puts
+the transport on the control plane's app (`mount_mcp`). The transport is
 stateless: no MCP session is kept between requests, so nothing binds a session to
 a credential, nothing needs expiring, and any server behind a load balancer can
 answer. Responses are plain JSON (no SSE): the tools answer in one message.
@@ -13,25 +14,13 @@ answer. Responses are plain JSON (no SSE): the tools answer in one message.
 
 from __future__ import annotations
 
-import logging
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from mcp.server.streamable_http_manager import StreamableHTTPASGIApp
-from mcp.server.transport_security import TransportSecuritySettings
 from starlette.datastructures import Headers
-from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from agentdata.errors import Unauthenticated
 from agentdata.tokens import Principal, TokenService
-from control_api.errors import problem
-
-if TYPE_CHECKING:
-    from fastapi import FastAPI
-
-    from agentdata.core import Core
 
 #: Where the verified principal rides in the request's ASGI scope["state"].
 PRINCIPAL_KEY = "agentdata.principal"
@@ -50,7 +39,7 @@ def principal_of(request: Any) -> Principal:
 
 
 class BearerAuth:
-    """ASGI middleware: verify `Authorization: Bearer`, or answer 401 problem+json."""
+    """ASGI middleware: verify `Authorization: Bearer`, or raise Unauthenticated (401)."""
 
     def __init__(self, app: ASGIApp, tokens: TokenService) -> None:
         self.app = app
@@ -62,48 +51,9 @@ class BearerAuth:
             return
         header = Headers(scope=scope).get("authorization", "")
         scheme, _, token = header.partition(" ")
-        try:
-            # A meta-store lookup of microseconds: fine on the event loop.
-            principal = self.tokens.verify(token.strip() if scheme.lower() == "bearer" else None)
-        except Unauthenticated as e:
-            await problem(401, e.code, e.message)(scope, receive, send)
-            return
+        # A meta-store lookup of microseconds: fine on the event loop. Unauthenticated
+        # propagates to the app's one HTTP error mapping (control_api.errors): a 401
+        # problem+json like every REST route's.
+        principal = self.tokens.verify(token.strip() if scheme.lower() == "bearer" else None)
         scope.setdefault("state", {})[PRINCIPAL_KEY] = principal
         await self.app(scope, receive, send)
-
-
-def mount_mcp(app: FastAPI, core: Core) -> None:
-    """Serve MCP at `/mcp` on `app` (the control plane's FastAPI app) over `core`."""
-    from mcp_server.server import build_mcp
-
-    # The SDK logs every stateless request's end at INFO; that is noise in our log.
-    logging.getLogger("mcp.server.streamable_http").setLevel(logging.WARNING)
-    server = build_mcp(core)
-    server.streamable_http_app(
-        streamable_http_path=MCP_PATH,
-        stateless_http=True,
-        json_response=True,
-        # DNS-rebinding protection guards servers that trust whoever reaches them;
-        # this one trusts only the Bearer token, which a rebinding page cannot know,
-        # and must answer under whatever host name it is deployed.
-        transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False),
-    )
-    manager = server.session_manager
-    endpoint = BearerAuth(StreamableHTTPASGIApp(manager), core.tokens)
-    # A route, not a mount: `/mcp` itself answers (a mount would redirect to `/mcp/`).
-    app.router.routes.append(Route(MCP_PATH, endpoint=endpoint, methods=["GET", "POST", "DELETE"]))
-    app.router.lifespan_context = _with_manager(app.router.lifespan_context, manager.run)
-
-
-def _with_manager(
-    previous: Callable[[Any], AbstractAsyncContextManager[Any]],
-    run: Callable[[], AbstractAsyncContextManager[None]],
-) -> Callable[[Any], AbstractAsyncContextManager[Any]]:
-    """The app's lifespan, with the MCP session manager running inside it."""
-
-    @asynccontextmanager
-    async def lifespan(app: Any) -> AsyncIterator[Any]:
-        async with run(), previous(app) as state:
-            yield state
-
-    return lifespan

@@ -37,6 +37,9 @@ class Column(BaseModel):
     nullable: bool
     primary_key: bool
     description: str | None
+    mask: str | None = Field(
+        None, description="null | hash | redact | last4 when this token sees the column masked"
+    )
 
 
 class TableDescription(BaseModel):

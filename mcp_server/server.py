@@ -31,7 +31,7 @@ from mcp_types import (
 )
 from pydantic import Field
 
-from agentdata import __version__
+from agentdata import __version__, audit
 from agentdata.core import Core
 from agentdata.errors import AgentdataError, NotFound, PermissionDenied
 from agentdata.names import split_identifier
@@ -74,7 +74,8 @@ def build_mcp(core: Core, tools: AgentTools | None = None) -> MCPServer:
         principal: Principal | None = None
         try:
             principal = principal_of(ctx.request_context.request)
-            result = run(principal)
+            with audit.channel("mcp"):  # the audit log's channel for the queries it runs
+                result = run(principal)
         except AgentdataError as err:
             caller = principal
             readable = (lambda: tools.readable_tables(caller)) if caller else list
@@ -134,10 +135,17 @@ def build_mcp(core: Core, tools: AgentTools | None = None) -> MCPServer:
         format: Annotated[
             str, Field(description="parquet (default), csv, json (JSON Lines) or arrow")
         ] = "parquet",
+        truncate: Annotated[
+            bool,
+            Field(
+                description="Cut a result over this token's max_rows at max_rows (the "
+                "job's result says truncated) instead of failing the job."
+            ),
+        ] = False,
     ) -> Annotated[CallToolResult, models.ExportStarted]:
         """Export a query's whole result to a file on the server (a job); poll
         job_status with the job_id for progress and the download path."""
-        return answer(ctx, lambda p: tools.export(p, sql, format))
+        return answer(ctx, lambda p: tools.export(p, sql, format, truncate))
 
     @server.tool(annotations=_READ_ONLY)
     def job_status(

@@ -20,6 +20,7 @@ from agentdata.engine import StreamOptions, TableInfo
 from agentdata.errors import InvalidArgument
 from agentdata.export_runs import start_export
 from agentdata.freshness import read_freshness
+from agentdata.governance import mask_of, masked_type
 from agentdata.names import parse_table_ref, qualified, quote_ident
 from agentdata.tokens import Principal
 from mcp_server import values
@@ -63,10 +64,11 @@ class AgentTools:
         columns = [
             {
                 "name": f.name,
-                "type": types.get(f.name, str(f.type)),
+                "type": masked_type(f, types.get(f.name, str(f.type))),
                 "nullable": nullable.get(f.name, f.nullable),
                 "primary_key": f.name in keys,
                 "description": info.column_descriptions.get(f.name),
+                "mask": mask_of(f),
             }
             for f in info.arrow_schema
         ]
@@ -167,8 +169,8 @@ class AgentTools:
         return Answer(data, f"estimated {estimate.rows:,} row(s){verdict}")
 
     # -- jobs ----------------------------------------------------------------------
-    def export(self, principal: Principal, sql: str, fmt: str) -> Answer:
-        started = start_export(self.core, principal, sql, fmt=fmt)
+    def export(self, principal: Principal, sql: str, fmt: str, truncate: bool = False) -> Answer:
+        started = start_export(self.core, principal, sql, fmt=fmt, truncate=truncate)
         data = {
             "job_id": started.job.id,
             "state": started.job.state,
@@ -218,8 +220,9 @@ class AgentTools:
             "columns": [
                 {
                     "name": f.name,
-                    "type": types.get(f.name, str(f.type)),
+                    "type": masked_type(f, types.get(f.name, str(f.type))),
                     "description": info.column_descriptions.get(f.name),
+                    "mask": mask_of(f),
                 }
                 for f in info.arrow_schema
             ],

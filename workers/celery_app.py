@@ -20,12 +20,12 @@ from typing import Any
 
 from celery import Celery
 from celery.backends.redis import RedisBackend
-from kombu import Exchange, Queue
+from kombu import Exchange, Queue  # type: ignore[attr-defined]  # kombu has no type hints
 
-from agentdata.dispatch import DEFAULT_QUEUE, TASK_KINDS
 from agentdata.errors import InvalidArgument
 from agentdata.maintenance import schedule
 from agentdata.settings import Settings
+from agentdata.tasks import DEFAULT_QUEUE, TASK_KINDS, queue_names
 
 
 def create_app(settings: Settings | None = None, *, register_tasks: bool = True) -> Celery:
@@ -44,7 +44,7 @@ def create_app(settings: Settings | None = None, *, register_tasks: bool = True)
     if not register_tasks:
         backend = f"{__name__}:SendOnlyRedisBackend+{settings.redis_url}"
     app = Celery("agentdata", broker=settings.redis_url, backend=backend)
-    queues = [DEFAULT_QUEUE, *sorted({k.queue for k in TASK_KINDS.values()})]
+    queues = queue_names()
     app.conf.update(
         task_serializer="json",
         result_serializer="json",
@@ -60,7 +60,8 @@ def create_app(settings: Settings | None = None, *, register_tasks: bool = True)
         task_default_queue=DEFAULT_QUEUE,
         # One direct exchange per queue, bound by its own name: a task lands in exactly one.
         task_queues=[
-            Queue(name, Exchange(name, type="direct"), routing_key=name) for name in queues
+            Queue(name, Exchange(name, type="direct"), routing_key=name)  # type: ignore[no-untyped-call]
+            for name in queues
         ],
         task_default_exchange=DEFAULT_QUEUE,
         task_default_routing_key=DEFAULT_QUEUE,
@@ -75,7 +76,7 @@ def create_app(settings: Settings | None = None, *, register_tasks: bool = True)
         worker_hijack_root_logger=False,
         timezone="UTC",
     )
-    app.agentdata_settings = settings  # type: ignore[attr-defined]
+    app.agentdata_settings = settings
     if register_tasks:
         from workers.tasks import register
 

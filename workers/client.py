@@ -20,7 +20,7 @@ import os
 import secrets
 import tempfile
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,64 +30,11 @@ import pyarrow.flight as fl
 
 from agentdata import errors as E
 from agentdata.settings import Settings
+from agentdata.tasks import Endpoints, TaskContext
 
 log = logging.getLogger("agentdata.worker")
 
 UPLOAD_CHUNK = 1024 * 1024
-
-
-@dataclass(frozen=True)
-class Endpoints:
-    """Where the server listens, as seen from the task."""
-
-    http_url: str
-    flight_url: str
-    #: PEM roots to trust for TLS (a self-signed server certificate); None = system roots.
-    tls_roots: bytes | None = None
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> Endpoints:
-        """Worker URLs: `server_url` / `flight_url` settings, else derived from host and ports."""
-        host = _connectable(settings.host)
-        tls = settings.tls_cert is not None
-        http_url = (
-            settings.server_url or f"{'https' if tls else 'http'}://{host}:{settings.http_port}"
-        )
-        flight_url = (
-            settings.flight_url
-            or f"{'grpc+tls' if tls else 'grpc'}://{host}:{settings.flight_port}"
-        )
-        roots = Path(settings.tls_cert).read_bytes() if settings.tls_cert is not None else None
-        return cls(http_url.rstrip("/"), flight_url, roots)
-
-
-def _connectable(host: str) -> str:
-    """A bind address as a connect address (0.0.0.0 means "this machine")."""
-    if host in ("", "0.0.0.0"):
-        return "127.0.0.1"
-    if host == "::":
-        return "[::1]"
-    if ":" in host and not host.startswith("["):
-        return f"[{host}]"
-    return host
-
-
-@dataclass
-class TaskContext:
-    """What a task function gets besides its parameters: who runs it and how to call home."""
-
-    task_id: str
-    endpoints: Endpoints
-    #: Scratch space for files being written (removed by the task when done).
-    work_dir: Path = field(default_factory=lambda: Path(tempfile.gettempdir()))
-    #: The admin token for scheduled work that has no caller (maintenance); never logged.
-    service_token: Callable[[], str] | None = None
-    progress_every_s: float = 0.5
-    attempt: int = 1
-    #: "celery" or "embedded": where the task runs, for logs and results.
-    runner: str = "celery"
-    #: The settings of the process running the task (retry policy, locks, sync tuning).
-    settings: Settings | None = None
 
 
 def worker_context(settings: Settings, task_id: str, attempt: int = 1) -> TaskContext:
@@ -124,19 +71,6 @@ def worker_token(settings: Settings) -> str:
 # -- errors ------------------------------------------------------------------------------
 
 
-def _error_classes() -> dict[str, type[E.AgentdataError]]:
-    # From the subclasses down: "internal" is InternalError, not the base class that
-    # shares its code (retry policies tell the two apart).
-    found: dict[str, type[E.AgentdataError]] = {}
-    todo: list[type[E.AgentdataError]] = list(E.AgentdataError.__subclasses__())
-    while todo:
-        cls = todo.pop()
-        found.setdefault(cls.code, cls)
-        todo.extend(cls.__subclasses__())
-    return found
-
-
-_BY_CODE = _error_classes()
 _BY_STATUS = {
     400: E.InvalidArgument,
     401: E.Unauthenticated,
@@ -153,23 +87,36 @@ _BY_STATUS = {
 }
 
 
-def error_from_code(code: str | None, message: str, status: int | None = None) -> E.AgentdataError:
+#: The members of an HTTP problem that are not the error's own detail (RFC 9457).
+_PROBLEM_MEMBERS = frozenset({"type", "title", "status", "detail", "code", "instance"})
+
+
+def error_from_code(
+    code: str | None,
+    message: str,
+    status: int | None = None,
+    *,
+    detail: dict[str, Any] | None = None,
+) -> E.AgentdataError:
     """Our error type for a stable `code` (or, failing that, an HTTP status)."""
-    cls = _BY_CODE.get(code or "")
-    if cls is None:
-        cls = _BY_STATUS.get(status or 0, E.InternalError)
-    return cls(message)
+    return E.from_code(
+        code, message, detail=detail, default=_BY_STATUS.get(status or 0, E.InternalError)
+    )
 
 
 def error_from_response(response: httpx.Response) -> E.AgentdataError:
+    """A problem+json answer as our error: its code, message and detail (the problem's
+    extension members, see `control_api.errors`)."""
+    extra: dict[str, Any] = {}
     try:
         body = response.json()
-        code, detail = body.get("code"), str(body.get("detail") or response.reason_phrase)
-        # The detail starts with "[code] " (control_api.errors); the error type says it.
-        detail = detail.removeprefix(f"[{code}] ")
-    except ValueError:
-        code, detail = None, f"HTTP {response.status_code}: {response.text[:200]}"
-    return error_from_code(code, detail, response.status_code)
+        code, message = body.get("code"), str(body.get("detail") or response.reason_phrase)
+        # The message starts with "[code] " (control_api.errors); the error type says it.
+        message = message.removeprefix(f"[{code}] ")
+        extra = {k: v for k, v in body.items() if k not in _PROBLEM_MEMBERS}
+    except (ValueError, AttributeError):
+        code, message = None, f"HTTP {response.status_code}: {response.text[:200]}"
+    return error_from_code(code, message, response.status_code, detail=extra)
 
 
 _FLIGHT_CLASSES: list[tuple[type[Exception], type[E.AgentdataError]]] = [
@@ -185,25 +132,39 @@ _FLIGHT_CLASSES: list[tuple[type[Exception], type[E.AgentdataError]]] = [
 ]
 
 
+#: What pyarrow puts between a message and a Python exception's description (there: the
+#: wire tag, see `flight_server.errors`).
+_PYTHON_DETAIL = ". Detail: Python exception: "
+_DEBUG_CONTEXT = (". gRPC client debug context:", "\ngRPC client debug context")
+
+
 def error_from_flight(exc: Exception) -> E.AgentdataError:
-    """Translate a Flight client exception; the server puts "[code] message" in it."""
+    """Translate a Flight client exception into our error, with the code and detail the
+    server sent in its wire tag (`extra_info`, or the text pyarrow appends); the message
+    is the server's "[code] message" without the bracket."""
     text = str(exc)
-    # pyarrow appends gRPC debug context and the server-side Python detail; drop them.
-    for marker in (". Detail:", ". gRPC client debug context:", "\ngRPC client debug context"):
+    for marker in _DEBUG_CONTEXT:
         text = text.split(marker, 1)[0]
-    code = None
+    tagged = None
     extra = getattr(exc, "extra_info", None)
     if extra:
-        code = bytes(extra).decode("utf-8", "replace")
+        tagged = E.parse_wire_tag(bytes(extra).decode("utf-8", "replace"))
+    head, sep, described = text.rpartition(_PYTHON_DETAIL)
+    if sep:
+        tagged = tagged or E.parse_wire_tag(described)
+        text = head
+    # pyarrow appends the server-side detail of other statuses after ". Detail:".
+    text = text.split(". Detail:", 1)[0]
+    code, detail = tagged if tagged is not None else (None, {})
     start = text.find("[")
     if start != -1 and "]" in text[start:]:
         end = text.index("]", start)
         bracketed = text[start + 1 : end]
-        if bracketed in _BY_CODE:
+        if bracketed in E.BY_CODE:
             code = code or bracketed
             text = text[end + 1 :].strip()
-    if code in _BY_CODE:
-        return _BY_CODE[code](text)
+    if code in E.BY_CODE:
+        return E.from_code(code, text, detail=detail)
     for cls, ours in _FLIGHT_CLASSES:
         if isinstance(exc, cls):
             return ours(text)

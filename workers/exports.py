@@ -45,7 +45,8 @@ from agentdata.errors import (
 from agentdata.exports import ExportSpec
 from agentdata.retries import export_policy
 from agentdata.settings import Settings
-from workers.client import QueryStream, ServerClient, TaskContext, read_batches
+from agentdata.tasks import TaskContext
+from workers.client import QueryStream, ServerClient, read_batches
 from workers.formats import ExportWriter, schema_document
 from workers.progress import PeriodicReporter
 

@@ -1,12 +1,13 @@
-"""The maintenance task: ask the server to run one clean-up rule.
+"""The maintenance task on a Celery worker: ask the server to run one clean-up rule.
 
 The rules themselves (`agentdata.maintenance`) run in the server, where the files and
 records are, through `POST /api/v1/maintenance/{rule}/run`: a worker or the beat
-schedule never touches a file. This function is what Celery beat's entries and the
-in-process scheduler submit; it authenticates with the worker token (an admin token,
-never logged) and returns the run's job. A run that failed raises, so the task is
-recorded as failed too, and retried once (`agentdata.retries.maintenance_policy`): the
-retry continues the same job, whose attempt history shows both.
+schedule never touches a file. (Without Redis the embedded runner calls the rule
+directly, in the server process: `agentdata.maintenance.run_task`.) This function
+authenticates with the worker token (an admin token, never logged) and returns the
+run's job. A run that failed raises, so the task is recorded as failed too, and
+retried once (`agentdata.retries.maintenance_policy`): the retry continues the same
+job, whose attempt history shows both.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ import logging
 from typing import Any
 
 from agentdata.errors import Unauthenticated
-from agentdata.maintenance import check_rule
-from workers.client import ServerClient, TaskContext, error_from_code
+from agentdata.maintenance import check_rule, task_outcome
+from agentdata.tasks import TaskContext
+from workers.client import ServerClient
 
 log = logging.getLogger("agentdata.worker.maintenance")
 
@@ -32,17 +34,6 @@ def maintenance_task(params: dict[str, Any], ctx: TaskContext) -> dict[str, Any]
             f"/api/v1/maintenance/{rule}/run",
             json={"task_id": ctx.task_id, "attempt": ctx.attempt},
         )
-    summary = {
-        "job_id": job["id"],
-        "rule": rule,
-        "state": job["state"],
-        "result": job.get("result"),
-        "error": job.get("error"),
-    }
-    if job["state"] in ("failed", "retrying"):  # retrying: the policy runs it again
-        error = job.get("error") or {}
-        raise error_from_code(
-            error.get("code"), f"{error.get('step', rule)}: {error.get('message')}"
-        )
+    summary = task_outcome(job)
     log.info("maintenance %s: %s", rule, job.get("result"))
     return summary

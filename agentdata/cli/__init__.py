@@ -9,11 +9,13 @@ import click
 
 from agentdata import __version__
 from agentdata.cli.artefacts import artefact_group
+from agentdata.cli.audit import audit_group
 from agentdata.cli.client import BadArgument
 from agentdata.cli.exports import export_command
 from agentdata.cli.jobs import job_group
 from agentdata.cli.mcp import mcp_command
 from agentdata.cli.options import settings_options
+from agentdata.cli.remote import remote_group
 from agentdata.cli.sql import sql_command
 from agentdata.cli.sync import sync_group
 from agentdata.cli.tokens import token_group
@@ -60,11 +62,13 @@ def serve_command(settings: Settings, reload: bool, reload_dirs: tuple[Path, ...
 
 
 cli.add_command(token_group)
+cli.add_command(audit_group)
 cli.add_command(sql_command)
 cli.add_command(artefact_group)
 cli.add_command(job_group)
 cli.add_command(export_command)
 cli.add_command(sync_group)
+cli.add_command(remote_group)
 cli.add_command(mcp_command)
 cli.add_command(worker_command)
 cli.add_command(beat_command)

@@ -13,6 +13,7 @@ import click
 from tqdm import tqdm
 
 from agentdata.cli.client import Api, client_options
+from agentdata.tasks import JOB_KINDS
 from agentdata.timestamps import seconds, short
 
 FINISHED = ("succeeded", "failed", "cancelled")
@@ -110,7 +111,7 @@ def job_group() -> None:
 
 
 @job_group.command("ls")
-@click.option("--kind", type=click.Choice(["export", "sync", "maintenance"]), default=None)
+@click.option("--kind", type=click.Choice(JOB_KINDS), default=None)
 @click.option(
     "--state",
     type=click.Choice(["queued", "running", "retrying", "succeeded", "failed", "cancelled"]),

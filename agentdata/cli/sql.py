@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -72,7 +73,7 @@ def sql_command(
             click.echo(f"... {table.num_rows - max_print} more rows")
 
 
-def _json(row: dict) -> str:
+def _json(row: dict[str, Any]) -> str:
     import json
 
     return json.dumps(row, default=str)

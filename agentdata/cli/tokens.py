@@ -34,6 +34,26 @@ def token_group() -> None:
     default=None,
     help="Cost guard: refuse queries estimated to scan more rows than this.",
 )
+@click.option(
+    "--row-filter",
+    "row_filters",
+    multiple=True,
+    metavar="SCHEMA.TABLE=CONDITION",
+    help="Row filter: the token sees only rows where CONDITION holds (repeatable).",
+)
+@click.option(
+    "--mask",
+    "masks",
+    multiple=True,
+    metavar="SCHEMA.TABLE.COLUMN=null|hash|redact|last4",
+    help="Column mask (repeatable).",
+)
+@click.option(
+    "--max-concurrent",
+    type=int,
+    default=None,
+    help="Most queries this token may run at once (default: the server's).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the full JSON record.")
 @client_options
 def create(
@@ -44,6 +64,9 @@ def create(
     max_rows: int | None,
     timeout_s: float | None,
     max_scan_rows: int | None,
+    row_filters: tuple[str, ...],
+    masks: tuple[str, ...],
+    max_concurrent: int | None,
     as_json: bool,
     url: str,
     client_data_dir: Path,
@@ -59,6 +82,9 @@ def create(
         "max_rows": max_rows,
         "timeout_s": timeout_s,
         "max_scan_rows": max_scan_rows,
+        "row_filters": _row_filters(row_filters),
+        "column_masks": _column_masks(masks),
+        "max_concurrent": max_concurrent,
     }
     record = api.request("POST", "/api/v1/tokens", json=body)
     if as_json:
@@ -99,6 +125,29 @@ def revoke(token_id: str, url: str, client_data_dir: Path, token: str | None) ->
     """Revoke a token by id (effective on its next call)."""
     record = Api(url, token, client_data_dir).request("DELETE", f"/api/v1/tokens/{token_id}")
     click.echo(f"revoked {record['id']} ({record['name']})")
+
+
+def _row_filters(items: tuple[str, ...]) -> dict[str, str] | None:
+    """`schema.table=condition` options as the REST body's row_filters."""
+    out: dict[str, str] = {}
+    for item in items:
+        table, sep, condition = item.partition("=")
+        if not sep or not table.strip() or not condition.strip():
+            raise click.BadParameter(f"expected SCHEMA.TABLE=CONDITION, got {item!r}")
+        out[table.strip()] = condition.strip()
+    return out or None
+
+
+def _column_masks(items: tuple[str, ...]) -> dict[str, dict[str, str]] | None:
+    """`schema.table.column=kind` options as the REST body's column_masks."""
+    out: dict[str, dict[str, str]] = {}
+    for item in items:
+        target, sep, kind = item.partition("=")
+        table, dot, column = target.strip().rpartition(".")
+        if not sep or not dot or not table or not column:
+            raise click.BadParameter(f"expected SCHEMA.TABLE.COLUMN=MASK, got {item!r}")
+        out.setdefault(table, {})[column] = kind.strip()
+    return out or None
 
 
 def _ts(t: str | float) -> str:

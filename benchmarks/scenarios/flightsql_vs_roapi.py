@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
+import functools
 import json
 import os
 import random
@@ -43,7 +44,7 @@ from typing import Any
 from benchmarks import common as c
 
 NAME = "flightsql_vs_roapi"
-AIM_SCAN_VS_ROAPI = 1.5
+AIM_SCAN_VS_ROAPI = 2.0  # issue 11 (was 1.5 in issue 5)
 AIM_POINT_VS_ROAPI = 5.0
 AIM_SCAN_VS_POSTGRES = 4.0
 PG_URI = "postgresql://127.0.0.1:5432/test"
@@ -53,7 +54,7 @@ TOKEN_ENV = "AGENTDATA_BENCH_FLIGHTSQL_TOKEN"
 def run(quick: bool) -> dict[str, Any]:
     rows = 1_000_000 if quick else 10_000_000
     points = 200 if quick else 1000
-    scan_runs = 3
+    scan_runs = 2 if quick else 3  # each run is a client process per subject
     table = c.table_name(rows)
     notes: list[str] = [c.load_note() + " (before)"]
     # A scratch dir per process: two runs at once (a lead's `make bench` and a manual
@@ -86,6 +87,7 @@ def run(quick: bool) -> dict[str, Any]:
             c.log(f"PostgreSQL skipped: {pg_reason}")
 
         def scan(name: str) -> dict[str, Any]:
+            c.log(f"{NAME}: scan {name}")
             sql = f"SELECT * FROM {tables[name]}"
             return _client(["scan", *subjects[name], "--sql", sql])
 
@@ -94,7 +96,7 @@ def run(quick: bool) -> dict[str, Any]:
             first = scan(name)
             if first["rows"] != rows:
                 raise RuntimeError(f"{name} returned {first['rows']} rows, expected {rows}")
-        scans = c.interleaved(scan_runs, {n: (lambda n=n: scan(n)) for n in subjects})
+        scans = c.interleaved(scan_runs, {n: functools.partial(scan, n) for n in subjects})
         results["scan_seconds"] = {
             n: c.stats([r["seconds"] for r in runs]) for n, runs in scans.items()
         }
@@ -109,6 +111,7 @@ def run(quick: bool) -> dict[str, Any]:
             point_runs["postgres_param"] = ["--mode", "param", *subjects["postgres"]]
         latencies: dict[str, Any] = {}
         for key, args in point_runs.items():
+            c.log(f"{NAME}: {points} point queries, {key}")
             subject = key.rsplit("_", 1)[0]
             res = _client(
                 [
@@ -209,6 +212,11 @@ def _report(results: dict[str, Any], notes: list[str], rows: int, points: int) -
         "roapi cannot bind parameters over Flight SQL, so its point queries inline the id; "
         "ADBC's DB-API then prepares each new text (CreatePreparedStatement, GetFlightInfo, "
         "DoGet, ClosePreparedStatement), as it does for agentdata's inlined figure."
+    )
+    notes.append(
+        "agentdata's table here has no primary key (like roapi's Parquet file), while "
+        "PostgreSQL's has one; point queries on an agentdata table with a primary key "
+        "(an index lookup) are measured in the point_queries scenario."
     )
     return {
         "name": NAME,

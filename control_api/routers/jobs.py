@@ -20,12 +20,12 @@ from pydantic import BaseModel, Field
 from agentdata.bounds import MAX_INT64, Count, Name
 from agentdata.errors import Conflict, InvalidArgument, PermissionDenied
 from agentdata.jobs import JobState
+from agentdata.tasks import JobKind
 from control_api.deps import CoreDep, PrincipalDep
 from control_api.timestamps import Timestamp
 
 router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
 
-JobKind = Literal["export", "sync", "maintenance"]
 JobStateName = Literal["queued", "running", "retrying", "succeeded", "failed", "cancelled"]
 
 

@@ -1,9 +1,10 @@
 """/api/v1/maintenance: the clean-up rules, their schedule, and running one now (admin only).
 
-`POST /api/v1/maintenance/{rule}/run` is how Celery beat (through a worker) and the
-in-process scheduler trigger a run: the rule runs here, in the server, as a job of
+`POST /api/v1/maintenance/{rule}/run` is how Celery beat (through a worker) triggers a
+run, and how an admin runs one now: the rule runs here, in the server, as a job of
 kind `maintenance`, and the answer is that finished job (`retrying` when the task's
-retry will run it again, in the same job).
+retry will run it again, in the same job). The embedded runner, already in this
+process, calls the same rule directly (`agentdata.maintenance.run_task`).
 """
 
 from __future__ import annotations

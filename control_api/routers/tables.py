@@ -1,6 +1,6 @@
 """/api/v1/tables: the table catalogue this token may read, and descriptions (admins).
 
-    GET   /api/v1/tables                 -> [{"schema", "name", "kind", "rows", "columns",
+    GET   /api/v1/tables                 -> [{"schema", "name", "kind", "location", "rows", "columns",
                                               "description", "freshness", ...}]
     PATCH /api/v1/tables/demo/orders {"description": "One row per order line",
                                       "columns": {"amount": "Net amount, EUR"}}
@@ -17,7 +17,7 @@ from typing import Any
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
-from agentdata import descriptions
+from agentdata import descriptions, governance
 from agentdata.descriptions import MAX_DESCRIPTION_CHARS
 from agentdata.engine import TableInfo
 from agentdata.errors import InvalidArgument
@@ -46,6 +46,8 @@ def table_entry(t: TableInfo) -> dict[str, Any]:
         "schema": t.schema,
         "name": t.name,
         "kind": t.kind,
+        # "duckdb" (local), or "snowflake" for a remote table (docs/federation.md).
+        "location": t.location,
         "rows": t.rows,
         "description": t.description,
         "columns": [
@@ -53,6 +55,8 @@ def table_entry(t: TableInfo) -> dict[str, Any]:
                 "name": f.name,
                 "type": str(f.type),
                 "description": t.column_descriptions.get(f.name),
+                # null | hash | redact | last4 when this token sees the column masked.
+                "mask": governance.mask_of(f),
             }
             for f in t.arrow_schema
         ],

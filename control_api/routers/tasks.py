@@ -12,8 +12,8 @@ from typing import Any
 from fastapi import APIRouter
 
 from agentdata.core import Core
-from agentdata.dispatch import Dispatcher
 from agentdata.errors import NotFound, Unavailable
+from agentdata.tasks import Dispatcher
 from control_api.deps import AdminDep, CoreDep
 from control_api.timestamps import with_rfc3339
 
@@ -30,19 +30,14 @@ def _dispatcher(core: Core) -> Dispatcher:
 
 
 def _job_of(core: Core, task_id: str, *, history: bool = False) -> dict[str, Any] | None:
-    row = core.meta.one(
-        "SELECT id, kind, state, attempts FROM jobs WHERE task_id = ?"
-        " ORDER BY created_at DESC LIMIT 1",
-        (task_id,),
-    )
-    if row is None:
+    job = core.jobs.latest(task_id=task_id)
+    if job is None:
         return None
-    out = {"id": row["id"], "kind": row["kind"], "state": row["state"]}
+    out: dict[str, Any] = {"id": job.id, "kind": job.kind, "state": job.state}
     if history:
-        out["attempts"] = row["attempts"]
+        out["attempts"] = job.attempts
         out["attempt_history"] = [
-            with_rfc3339(a, "started_at", "ended_at")
-            for a in core.jobs.attempts([row["id"]]).get(row["id"], [])
+            with_rfc3339(a, "started_at", "ended_at") for a in job.attempt_history
         ]
     return out
 

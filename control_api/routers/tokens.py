@@ -36,6 +36,21 @@ class TokenCreate(BaseModel):
         description="Cost guard: queries DuckDB's plan estimates to scan more rows than this "
         "are refused before they run ([resource_exhausted]).",
     )
+    row_filters: dict[str, str] | None = Field(
+        None,
+        description='Row filters: {"schema.table": "<SQL condition over its columns>"}, e.g. '
+        '{"sales.orders": "region = \'EU\'"}. The token sees only rows where it holds.',
+    )
+    column_masks: dict[str, dict[str, str]] | None = Field(
+        None,
+        description='Column masks: {"schema.table": {"column": "null" | "hash" | "redact" | '
+        '"last4"}}. The column keeps its name; its values are masked everywhere.',
+    )
+    max_concurrent: PositiveCount | None = Field(
+        None,
+        description="Most queries this token may run at once (default: the server's "
+        "token_max_concurrent).",
+    )
 
 
 class TokenOut(BaseModel):
@@ -50,6 +65,9 @@ class TokenOut(BaseModel):
     revoked_at: Timestamp | None = None
     created_by: str | None = None
     max_scan_rows: int | None = None
+    row_filters: dict[str, str] | None = None
+    column_masks: dict[str, dict[str, str]] | None = None
+    max_concurrent: int | None = None
 
 
 class TokenCreated(TokenOut):
@@ -60,10 +78,16 @@ class TokenCreated(TokenOut):
     "",
     status_code=status.HTTP_201_CREATED,
     response_model=TokenCreated,
-    responses={400: {"description": "A name with a control character, or a bad table glob."}},
+    responses={
+        400: {
+            "description": "A name with a control character, a bad table glob, or a row "
+            "filter / column mask that does not fit its table."
+        }
+    },
 )
 def create_token(body: TokenCreate, core: CoreDep, admin: AdminDep) -> TokenCreated:
     """Issue a token. The response is the only place its secret ever appears."""
+    policy = core.engine.validate_governance(body.row_filters, body.column_masks)
     record, token = core.tokens.create(
         name=body.name,
         role=body.role,
@@ -73,6 +97,8 @@ def create_token(body: TokenCreate, core: CoreDep, admin: AdminDep) -> TokenCrea
         timeout_s=body.timeout_s,
         created_by=admin.token_id,
         max_scan_rows=body.max_scan_rows,
+        governance=policy,
+        max_concurrent=body.max_concurrent,
     )
     return TokenCreated(**record.to_dict(), token=token)
 

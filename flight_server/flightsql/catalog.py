@@ -29,6 +29,8 @@ META_TYPE_NAME = b"ARROW:FLIGHT:SQL:TYPE_NAME"
 META_REMARKS = b"ARROW:FLIGHT:SQL:REMARKS"
 #: Schema-level metadata: the table's own description (the spec has no key for it).
 META_TABLE_DESCRIPTION = b"agentdata.description"
+#: Schema-level metadata: where the table's data lives, "duckdb" or "snowflake" (remote).
+META_LOCATION = b"agentdata.location"
 
 
 def like(pattern: str | None) -> Callable[[str], bool]:
@@ -134,6 +136,7 @@ def _described(table: TableInfo, catalog: str, type_names: dict[str, str]) -> pa
             meta[META_REMARKS] = remarks.encode()
         fields.append(field.with_metadata(meta))
     schema_meta = dict(table.arrow_schema.metadata or {})
+    schema_meta[META_LOCATION] = table.location.encode()
     if table.description:
         schema_meta[META_TABLE_DESCRIPTION] = table.description.encode()
     return pa.schema(fields, metadata=schema_meta or None)

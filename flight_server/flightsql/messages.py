@@ -66,9 +66,7 @@ def unpack_as(data: bytes, cls: type[message.Message]) -> message.Message:
     """Decode an action body that must hold a `cls` message."""
     msg = unpack(data)
     if not isinstance(msg, cls):
-        raise InvalidArgument(
-            f"expected {cls.DESCRIPTOR.name}, got {type(msg).DESCRIPTOR.name}"  # type: ignore[attr-defined]
-        )
+        raise InvalidArgument(f"expected {cls.DESCRIPTOR.name}, got {type(msg).DESCRIPTOR.name}")
     return msg
 
 
@@ -76,7 +74,7 @@ def pack(msg: message.Message) -> bytes:
     """`msg` wrapped in an Any and serialised (commands, tickets, action results)."""
     wrapped = any_pb2.Any()
     wrapped.Pack(msg)
-    return wrapped.SerializeToString()
+    return bytes(wrapped.SerializeToString())
 
 
 def name_of(msg: message.Message) -> str:

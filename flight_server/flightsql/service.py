@@ -197,7 +197,7 @@ class FlightSqlService:
     def do_get(
         self, context: fl.ServerCallContext, principal: Principal, ticket: bytes
     ) -> fl.FlightDataStream:
-        handle = unpack_as(ticket, pb.TicketStatementQuery).statement_handle  # type: ignore[attr-defined]
+        handle = unpack_as(ticket, pb.TicketStatementQuery).statement_handle
         entry = self.tickets.redeem(principal, handle)
         kind = entry.extra.get("kind")
         if kind == "metadata":
@@ -272,10 +272,10 @@ class FlightSqlService:
             raise Unimplemented(UNSUPPORTED_ACTIONS[action.type])
         if action.type == "CreatePreparedStatement":
             request = unpack_as(body, pb.ActionCreatePreparedStatementRequest)
-            return iter([self._prepare(principal, request)])  # type: ignore[arg-type]
+            return iter([self._prepare(principal, request)])
         if action.type == "ClosePreparedStatement":
             request = unpack_as(body, pb.ActionClosePreparedStatementRequest)
-            self.prepared.close(principal, request.prepared_statement_handle)  # type: ignore[attr-defined]
+            self.prepared.close(principal, request.prepared_statement_handle)
             return iter([])
         if action.type == "CancelFlightInfo":
             request = actions_pb.CancelFlightInfoRequest.FromString(body)
@@ -283,7 +283,7 @@ class FlightSqlService:
             return iter([actions_pb.CancelFlightInfoResult(status=status).SerializeToString()])
         if action.type == "CancelQuery":
             request = unpack_as(body, pb.ActionCancelQueryRequest)
-            status = self._cancel(principal, fl.FlightInfo.deserialize(request.info))  # type: ignore[attr-defined]
+            status = self._cancel(principal, fl.FlightInfo.deserialize(request.info))
             return iter([pack(pb.ActionCancelQueryResult(result=_CANCEL_RESULT[status]))])
         if action.type == "CloseSession":
             # Sessions are not kept (every call carries its token), so there is
@@ -436,7 +436,7 @@ class FlightSqlService:
         for endpoint in info.endpoints:
             raw = endpoint.ticket.ticket
             handle = (
-                unpack_as(raw, pb.TicketStatementQuery).statement_handle  # type: ignore[attr-defined]
+                unpack_as(raw, pb.TicketStatementQuery).statement_handle
                 if is_flight_sql(raw)
                 else raw
             )

@@ -35,13 +35,22 @@ def connect(server: ServerProcess) -> Iterator[Connect]:
         conn = flightsql.connect(
             f"grpc://127.0.0.1:{server.flight_port}", db_kwargs=db_kwargs, autocommit=True
         )
+        # Tests write `connect(token).cursor()`: keep every cursor, to close it first.
+        cursor = conn.cursor
+
+        def tracked_cursor(*args: Any, **kwargs: Any) -> Any:
+            cur = cursor(*args, **kwargs)
+            opened.append(cur)
+            return cur
+
+        conn.cursor = tracked_cursor
         opened.append(conn)
         return conn
 
     yield _connect
-    for conn in opened:
+    for resource in reversed(opened):  # cursors before the connections they belong to
         try:
-            conn.close()
+            resource.close()
         except Exception:
             pass
 

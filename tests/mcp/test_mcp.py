@@ -88,6 +88,7 @@ def test_list_and_describe(mcp_srv: ServerProcess, setup: dict[str, str]) -> Non
         "nullable": False,
         "primary_key": True,
         "description": None,
+        "mask": None,
     }
     assert columns["name"]["nullable"] is False and columns["note"]["nullable"] is True
     assert people["rows"] == 2
@@ -383,3 +384,38 @@ def test_stdio_without_a_token_says_so() -> None:
         stdin=subprocess.DEVNULL,
     )
     assert done.returncode != 0 and "AGENTDATA_TOKEN" in done.stderr
+
+
+def test_export_truncate_cuts_at_the_tokens_max_rows(
+    mcp_srv: ServerProcess, setup: dict[str, str]
+) -> None:
+    """A capped token's export of a bigger result fails the job unless it asks for
+    truncation; with `truncate`, the file holds max_rows rows and the result says so."""
+    token = setup["capped"]  # max_rows=2
+    sql = "SELECT id FROM demo.orders ORDER BY id LIMIT 10"
+
+    def finished(job_id: str) -> dict[str, Any]:
+        async def wait(s: ClientSession) -> dict[str, Any]:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                status = data(await s.call_tool("job_status", {"job_id": job_id}))
+                if status["state"] in ("succeeded", "failed", "cancelled"):
+                    return status
+                await anyio.sleep(0.1)
+            raise AssertionError("export did not finish")
+
+        return run(mcp_srv, token, wait)
+
+    refused = finished(data(call(mcp_srv, token, "export", {"sql": sql}))["job_id"])
+    assert refused["state"] == "failed"
+    assert "resource_exhausted" in str(refused["error"])
+    cut = finished(
+        data(call(mcp_srv, token, "export", {"sql": sql, "truncate": True, "format": "csv"}))[
+            "job_id"
+        ]
+    )
+    assert cut["state"] == "succeeded", cut["error"]
+    assert cut["artefact"]["rows"] == 2
+    with mcp_srv.http(token) as http:
+        content = http.get(cut["artefact"]["download_path"]).text
+    assert content.split() == ['"id"', "1", "2"]

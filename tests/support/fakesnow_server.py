@@ -61,7 +61,12 @@ class FakesnowServer:
         database: str = "AGENTDATA_TEST",
         schema: str = "PUBLIC",
         startup_timeout_s: float = 30.0,
+        record_queries: bool = False,
+        slow_marker: str | None = None,
     ) -> None:
+        """`record_queries`: log every statement and abort request (`queries()`);
+        `slow_marker`: hold statements containing it until aborted (see
+        tests/support/fakesnow_recorder.py)."""
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         if data_dir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="fakesnow-")
@@ -74,6 +79,8 @@ class FakesnowServer:
         self.schema = schema
         self.startup_timeout_s = startup_timeout_s
         self.log_path = self.data_dir / "fakesnow.log"
+        self.query_log = self.data_dir / "queries.jsonl" if record_queries or slow_marker else None
+        self.slow_marker = slow_marker
         self._proc: subprocess.Popen[bytes] | None = None
 
     # -- lifecycle -----------------------------------------------------------
@@ -98,6 +105,8 @@ class FakesnowServer:
                     str(self.port),
                     "--db-path",
                     str(self.data_dir),
+                    *(["--query-log", str(self.query_log)] if self.query_log else []),
+                    *(["--slow-marker", self.slow_marker] if self.slow_marker else []),
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -162,6 +171,14 @@ class FakesnowServer:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except FileNotFoundError:
             return "(no log)"
+
+    def queries(self) -> list[dict[str, Any]]:
+        """What the emulator was sent (`record_queries=True`): {"kind": "query" |
+        "abort" | "cancelled", "sql", "request_id"} entries, oldest first."""
+        from tests.support.fakesnow_recorder import read_log
+
+        assert self.query_log is not None, "start the emulator with record_queries=True"
+        return read_log(self.query_log)
 
     # -- clients -------------------------------------------------------------
     def connect_kwargs(self, **overrides: Any) -> dict[str, Any]:
@@ -252,6 +269,8 @@ def _serve(argv: list[str]) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--db-path", required=True)
+    parser.add_argument("--query-log", default=None)
+    parser.add_argument("--slow-marker", default=None)
     args = parser.parse_args(argv)
 
     import fakesnow.server
@@ -263,7 +282,13 @@ def _serve(argv: list[str]) -> int:
     # databases are files under db_path, so they outlive the process.
     fakesnow.server.shared_fs = FakeSnow(db_path=args.db_path)
     # uvicorn handles SIGTERM by finishing in-flight requests and exiting.
-    uvicorn.run(fakesnow.server.app, host=args.host, port=args.port, log_level="warning")
+    app: Any = fakesnow.server.app
+    if args.query_log:
+        sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+        from tests.support.fakesnow_recorder import QueryRecorder
+
+        app = QueryRecorder(app, Path(args.query_log), args.slow_marker)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0
 
 

@@ -142,14 +142,14 @@ def start_server(
     data_dir.mkdir(parents=True, exist_ok=True)
     log_path = data_dir.parent / f"{data_dir.name}-server.log"
     log_start = log_path.stat().st_size if log_path.exists() else 0
-    log_file = open(log_path, "ab")  # noqa: SIM115 - lives as long as the process
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "agentdata", "serve", *(args or [])],
-        cwd=REPO,
-        env=full_env,
-        stdout=log_file,
-        stderr=subprocess.STDOUT,
-    )
+    with open(log_path, "ab") as log_file:  # the child keeps its own copy of the fd
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "agentdata", "serve", *(args or [])],
+            cwd=REPO,
+            env=full_env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
     server = ServerProcess(data_dir, 0, 0, admin, proc, log_path, full_env, tls)
     return _wait_healthy(server, wait, log_start)
 
@@ -161,14 +161,14 @@ def restart_server(server: ServerProcess, *, wait: float = 60) -> ServerProcess:
         server.proc.kill()
         server.proc.wait()
     log_start = server.log_path.stat().st_size
-    log_file = open(server.log_path, "ab")  # noqa: SIM115 - lives as long as the process
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "agentdata", "serve"],
-        cwd=REPO,
-        env=server.env,
-        stdout=log_file,
-        stderr=subprocess.STDOUT,
-    )
+    with open(server.log_path, "ab") as log_file:  # the child keeps its own copy of the fd
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "agentdata", "serve"],
+            cwd=REPO,
+            env=server.env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
     again = ServerProcess(
         server.data_dir,
         server.flight_port,

@@ -1,4 +1,5 @@
-"""The Snowflake → DuckDB type mapping, the per-batch conversion, and `widen`.
+"""The Snowflake → DuckDB type mapping, the per-batch conversion, and how the mapped
+types evolve (`agentdata.schema_evolution.type_change`).
 
 The arrays fed to `conform_batch` here are in the shapes the real connector produces
 (see the comments on each case); the emulator-backed end-to-end check of every type is
@@ -17,18 +18,16 @@ import pytest
 from snowflake.connector.cursor import ResultMetadata
 
 from agentdata.errors import InvalidArgument
+from agentdata.schema_evolution import TypeChange, normalize_duckdb_type, type_change
 from workers.sync.types import (
     JSON_ARROW_TYPE,
     ConversionError,
     SourceColumn,
-    TypeChange,
     UnmappedTypeError,
     conform_batch,
     map_column,
     map_columns,
-    normalize_duckdb_type,
     target_schema,
-    widen,
 )
 
 UTC = dt.UTC
@@ -288,49 +287,9 @@ def test_source_columns_from_connector_metadata() -> None:
     assert map_column(ltz).duckdb_type == "TIMESTAMPTZ"
 
 
-@pytest.mark.parametrize(
-    ("old", "new", "change"),
-    [
-        ("INTEGER", "INTEGER", TypeChange.SAME),
-        ("INT4", "INTEGER", TypeChange.SAME),
-        ("TIMESTAMP WITH TIME ZONE", "TIMESTAMPTZ", TypeChange.SAME),
-        ("DECIMAL(18,2)", "NUMERIC(18,2)", TypeChange.SAME),
-        ("TINYINT", "SMALLINT", TypeChange.WIDENING),
-        ("INTEGER", "BIGINT", TypeChange.WIDENING),
-        ("BIGINT", "DECIMAL(19,0)", TypeChange.WIDENING),
-        ("BIGINT", "DECIMAL(18,0)", TypeChange.NARROWING),
-        ("INTEGER", "DECIMAL(12,4)", TypeChange.INCOMPATIBLE),
-        ("BIGINT", "DECIMAL(20,1)", TypeChange.WIDENING),
-        ("DECIMAL(9,0)", "INTEGER", TypeChange.WIDENING),
-        ("DECIMAL(10,2)", "DECIMAL(18,2)", TypeChange.WIDENING),
-        ("DECIMAL(10,2)", "DECIMAL(12,4)", TypeChange.WIDENING),
-        ("DECIMAL(10,2)", "DECIMAL(10,3)", TypeChange.INCOMPATIBLE),
-        ("DECIMAL(18,2)", "DECIMAL(10,2)", TypeChange.NARROWING),
-        ("BIGINT", "INTEGER", TypeChange.NARROWING),
-        ("DECIMAL(38,0)", "BIGINT", TypeChange.NARROWING),
-        ("HUGEINT", "DECIMAL(38,0)", TypeChange.NARROWING),
-        ("FLOAT", "DOUBLE", TypeChange.WIDENING),
-        ("DOUBLE", "FLOAT", TypeChange.NARROWING),
-        ("VARCHAR(10)", "VARCHAR(20)", TypeChange.WIDENING),
-        ("VARCHAR(10)", "VARCHAR", TypeChange.WIDENING),
-        ("VARCHAR", "VARCHAR(10)", TypeChange.NARROWING),
-        ("VARCHAR(20)", "VARCHAR(10)", TypeChange.NARROWING),
-        ("TEXT", "VARCHAR", TypeChange.SAME),
-        ("BIGINT", "DOUBLE", TypeChange.INCOMPATIBLE),
-        ("DECIMAL(10,2)", "DOUBLE", TypeChange.INCOMPATIBLE),
-        ("BIGINT", "VARCHAR", TypeChange.INCOMPATIBLE),
-        ("VARCHAR", "JSON", TypeChange.INCOMPATIBLE),
-        ("TIMESTAMP", "TIMESTAMPTZ", TypeChange.INCOMPATIBLE),
-        ("DATE", "TIMESTAMP", TypeChange.INCOMPATIBLE),
-        ("BLOB", "VARCHAR", TypeChange.INCOMPATIBLE),
-    ],
-)
-def test_widen(old: str, new: str, change: TypeChange) -> None:
-    assert widen(old, new) == change
-
-
 def test_widen_agrees_with_the_mapping_when_snowflake_precision_grows() -> None:
-    """NUMBER(p,s) growing in Snowflake is a widening of the mapped DuckDB type, always."""
+    """NUMBER(p,s) growing in Snowflake is a widening of the mapped DuckDB type, always
+    (the rule itself: tests/unit/test_schema_evolution.py)."""
     for scale in (0, 2):
         for p in range(max(scale, 1), 38):
             old = map_column(SourceColumn(name="N", type_name="NUMBER", precision=p, scale=scale))
@@ -340,12 +299,4 @@ def test_widen_agrees_with_the_mapping_when_snowflake_precision_grows() -> None:
             expected = (
                 TypeChange.SAME if old.duckdb_type == new.duckdb_type else TypeChange.WIDENING
             )
-            assert widen(old.duckdb_type, new.duckdb_type) == expected, (p, scale)
-
-
-def test_normalize_duckdb_type() -> None:
-    assert normalize_duckdb_type("timestamp with time zone") == "TIMESTAMPTZ"
-    assert normalize_duckdb_type("INT8") == "BIGINT"
-    assert normalize_duckdb_type("numeric") == "DECIMAL(18,3)"
-    assert normalize_duckdb_type("DECIMAL( 10 , 2 )") == "DECIMAL(10,2)"
-    assert normalize_duckdb_type("varchar") == "VARCHAR"
+            assert type_change(old.duckdb_type, new.duckdb_type) == expected, (p, scale)

@@ -21,7 +21,7 @@ import pyarrow as pa
 import pytest
 import redis
 
-from agentdata.dispatch import DEFAULT_QUEUE, TASK_KINDS
+from agentdata.tasks import DEFAULT_QUEUE, TASK_KINDS
 from agentdata.timestamps import seconds
 from tests.support.redis_db import scratch_database
 from tests.support.server import REPO, ServerProcess, free_port, restart_server, start_server

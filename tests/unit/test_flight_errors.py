@@ -11,6 +11,7 @@ import pytest
 
 from agentdata import errors as E
 from flight_server.errors import ClientError, flight_errors, guard_stream, to_flight_error
+from workers.client import error_from_flight
 
 EVERY_ERROR = [
     E.InvalidArgument,
@@ -100,6 +101,18 @@ def test_errors_mid_stream_are_translated() -> None:
     assert str(info.value) == "[not_found] gone"  # not KeyError's quoted repr
 
 
+def test_client_errors_with_a_detail_format_as_their_wire_tag() -> None:
+    detail = {"reason": "incompatible_schema", "column": "c"}
+    out = _raised_through_handler(E.InvalidArgument("no", detail=detail))
+    lines = traceback.format_exception(type(out), out, out.__traceback__)
+    assert lines == [E.wire_tag("invalid_argument", detail)]
+    assert E.parse_wire_tag(lines[0]) == ("invalid_argument", detail)
+
+
+#: Errors the `_Bare` server raises by action name ("detail:<code>").
+DETAILED = {cls.code: cls for cls in EVERY_ERROR}
+
+
 class _Bare(fl.FlightServerBase):  # type: ignore[misc]
     """A pyarrow server whose handlers fail in every way a handler can."""
 
@@ -107,6 +120,10 @@ class _Bare(fl.FlightServerBase):  # type: ignore[misc]
         if action.type == "ours":
             with flight_errors():
                 raise E.NotFound("no such thing")
+        if action.type.startswith("detail:"):
+            cls = DETAILED[action.type.removeprefix("detail:")]
+            with flight_errors():
+                raise cls("it went wrong", detail={"reason": "because", "n": 3})
         raise ValueError("a plain error, outside the mapping")
 
     def get_flight_info(
@@ -146,3 +163,16 @@ def test_over_the_wire_no_exception_brings_a_traceback(bare: fl.FlightClient) ->
         text = str(err)
         assert "Traceback" not in text and 'File "' not in text and ".py" not in text, text
     assert "Python exception: ValueError" in str(plain)
+
+
+@pytest.mark.parametrize("code", sorted(DETAILED))
+def test_over_the_wire_every_error_keeps_its_code_and_detail(
+    bare: fl.FlightClient, code: str
+) -> None:
+    """What a worker rebuilds from a Flight failure is the server's error: its type, its
+    message and its detail, so it can branch on code and detail, not on text."""
+    err = _failure(lambda: list(bare.do_action(fl.Action(f"detail:{code}", b""))))
+    rebuilt = error_from_flight(err)  # type: ignore[arg-type]
+    assert type(rebuilt) is DETAILED[code]
+    assert rebuilt.message == "it went wrong"
+    assert rebuilt.detail == {"reason": "because", "n": 3}

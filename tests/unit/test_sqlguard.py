@@ -104,3 +104,15 @@ def test_allow_list_sees_through_views_and_ctes() -> None:
     limited_writer = Principal("w", "w", Role.WRITER, tables=("s.*",))
     with pytest.raises(PermissionDenied, match="free-form"):
         check(con, limited_writer, "INSERT INTO s.pub VALUES (1)")
+
+
+def test_using_joins_get_a_message_that_says_what_works() -> None:
+    """DuckDB 2.0.1's table-name binder fails on every JOIN ... USING (the statement
+    itself binds): the refusal says to write the join with ON, and that form passes."""
+    con = duckdb.connect()
+    con.execute("CREATE SCHEMA s; CREATE TABLE s.a(id INT, x INT); CREATE TABLE s.b(id INT)")
+    reader = Principal("r", "r", Role.READER)
+    with pytest.raises(InvalidArgument, match=r"JOIN \.\.\. USING .* write the join with ON"):
+        check(con, reader, "SELECT * FROM s.a JOIN s.b USING (id)")
+    on = check(con, reader, "SELECT x FROM s.a JOIN s.b ON a.id = b.id")
+    assert on.tables == frozenset({"s.a", "s.b"})

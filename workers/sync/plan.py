@@ -28,7 +28,8 @@ Decisions, in order:
 - **deletes**: with `deletes: reconcile`, every `reconcile_every`-th run (counting from
   the first) also streams the source's keys and the server deletes rows whose key is
   gone. A full run needs no reconciliation: the swap already drops them.
-- **schema**: each source column is compared with the table's (`types.widen`): new
+- **schema**: each source column is compared with the table's by the rule the server's
+  load applies too (`agentdata.schema_evolution.type_change`): new
   columns are added, wider ones widened, narrower ones loaded into the existing wider
   column (cast up, nothing lost), and columns the source dropped are kept and filled
   with NULL (a full run carries them as NULL columns, so the swap keeps them). Any other
@@ -49,18 +50,17 @@ import pyarrow as pa
 import pyarrow.flight as fl
 
 from agentdata.errors import InvalidArgument, NotFound
+from agentdata.schema_evolution import (
+    INCOMPATIBLE_REASON,
+    TypeChange,
+    normalize_duckdb_type,
+    type_change,
+)
 from agentdata.sqlguard import parse_table_ref, quote_ident
 from agentdata.syncs import SyncSpec
 from workers.client import ServerClient, error_from_flight
 from workers.sync.extract import Since, SourceConstraints, resolve_column
-from workers.sync.types import (
-    SourceColumn,
-    TargetColumn,
-    TypeChange,
-    arrow_type_of,
-    normalize_duckdb_type,
-    widen,
-)
+from workers.sync.types import SourceColumn, TargetColumn, arrow_type_of
 
 STEP = "plan"
 PutMode = Literal["replace", "upsert", "append"]
@@ -73,7 +73,12 @@ class IncompatibleSchema(InvalidArgument):
         super().__init__(
             f"incompatible schema change on {table}.{column}: {old} -> {new} (not a widening); "
             "nothing was written (set on_incompatible: resync to reload the table instead)",
-            detail={"column": column, "old_type": old, "new_type": new},
+            detail={
+                "reason": INCOMPATIBLE_REASON,
+                "column": column,
+                "old_type": old,
+                "new_type": new,
+            },
         )
         self.column = column
 
@@ -488,7 +493,7 @@ def _compare(spec: SyncSpec, source: Sequence[TargetColumn], target: TargetTable
         seen.add(existing)
         by_table_name[existing] = column.name
         old = target.columns[existing]
-        change = widen(old, column.duckdb_type)
+        change = type_change(old, column.duckdb_type)
         if change is TypeChange.WIDENING:
             widened.append(column.name)
         elif change is TypeChange.NARROWING:

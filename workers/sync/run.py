@@ -1,4 +1,5 @@
-"""The sync task: a thin orchestrator over extract → plan → load.
+"""The sync task: the orchestrator of extract → plan → load, and everything around one
+run (its lock, its job's events, progress and cancellation, retries, its result).
 
     lock ─▶ start ─▶ describe source (extract) ─▶ inspect table, watermark (plan)
          ─▶ extract ⇢ load (DoPut, batch by batch) ─▶ [keys ⇢ reconcile] ─▶ succeeded
@@ -50,9 +51,11 @@ from agentdata.errors import (
     Unavailable,
 )
 from agentdata.retries import sync_policy
+from agentdata.schema_evolution import INCOMPATIBLE_REASON
 from agentdata.settings import Settings
 from agentdata.syncs import SyncSpec
-from workers.client import ServerClient, TaskContext
+from agentdata.tasks import TaskContext
+from workers.client import ServerClient
 from workers.progress import PeriodicReporter
 from workers.sync.load import LoadCounter, StepFailed, load, reshaper
 from workers.sync.lock import SyncLock, owner_job, sync_lock
@@ -260,10 +263,12 @@ class SyncRun:
                 if not (
                     spec.on_incompatible == "resync"
                     and plan.put_mode != "replace"
-                    and "incompatible schema change on" in f.error.message
+                    and _incompatible_schema(f.error)
                 ):
                     raise
-                # The server judged a change incompatible that the planner let through.
+                # The server refused a change the planner let through: the planner and
+                # the server judge by one rule (agentdata.schema_evolution), so the
+                # table changed between the plan and the load.
                 plan = _step(
                     "plan",
                     lambda: self._plan(source, target, force_full=True, declared=declared),
@@ -593,6 +598,12 @@ def with_descriptions(command: dict[str, Any], declared: Any) -> dict[str, Any]:
     if not comment and not columns:
         return command
     return {**command, "descriptions": {"table": comment, "columns": columns}}
+
+
+def _incompatible_schema(error: AgentdataError) -> bool:
+    """Whether the server refused the load for an incompatible column change (by the
+    error's code and detail, which cross Flight intact; never by its text)."""
+    return isinstance(error, InvalidArgument) and error.detail.get("reason") == INCOMPATIBLE_REASON
 
 
 def _with_reason(plan: Plan, reason: str) -> Plan:

@@ -57,13 +57,13 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from agentdata.errors import InvalidArgument
+from agentdata.schema_evolution import normalize_duckdb_type
 
 
 class UnmappedTypeError(InvalidArgument):
@@ -471,124 +471,3 @@ def _cast(array: pa.Array, goal: pa.DataType, target: TargetColumn) -> pa.Array:
         raise ConversionError(
             target.name, f"cannot convert {array.type} to {target.duckdb_type}: {exc}"
         ) from exc
-
-
-# -- schema evolution --------------------------------------------------------------------
-
-
-class TypeChange(StrEnum):
-    """How a column's DuckDB type changes between two runs, as `widen` judges it."""
-
-    SAME = "same"  # nothing to do
-    WIDENING = "widening"  # ALTER the column to the new type; every old value still fits
-    NARROWING = "narrowing"  # the new values fit the old column: keep the old (wider) type
-    INCOMPATIBLE = "incompatible"  # neither holds the other: fail, or resync if allowed
-
-
-# DuckDB's aliases, folded to the names DuckDB itself prints (DESCRIBE output).
-_DUCKDB_ALIASES: dict[str, str] = {
-    **dict.fromkeys(["TINYINT", "INT1"], "TINYINT"),
-    **dict.fromkeys(["SMALLINT", "INT2", "SHORT"], "SMALLINT"),
-    **dict.fromkeys(["INTEGER", "INT", "INT4", "SIGNED"], "INTEGER"),
-    **dict.fromkeys(["BIGINT", "INT8", "LONG"], "BIGINT"),
-    **dict.fromkeys(["HUGEINT", "INT128"], "HUGEINT"),
-    **dict.fromkeys(["FLOAT", "FLOAT4", "REAL"], "FLOAT"),
-    **dict.fromkeys(["DOUBLE", "FLOAT8", "DOUBLE PRECISION"], "DOUBLE"),
-    **dict.fromkeys(["DECIMAL", "NUMERIC"], "DECIMAL"),
-    **dict.fromkeys(["VARCHAR", "TEXT", "STRING", "CHAR", "BPCHAR", "NVARCHAR"], "VARCHAR"),
-    **dict.fromkeys(["BLOB", "BYTEA", "BINARY", "VARBINARY"], "BLOB"),
-    **dict.fromkeys(["BOOLEAN", "BOOL", "LOGICAL"], "BOOLEAN"),
-    **dict.fromkeys(["TIMESTAMP", "DATETIME", "TIMESTAMP WITHOUT TIME ZONE"], "TIMESTAMP"),
-    **dict.fromkeys(["TIMESTAMPTZ", "TIMESTAMP WITH TIME ZONE"], "TIMESTAMPTZ"),
-    **dict.fromkeys(["TIME", "TIME WITHOUT TIME ZONE"], "TIME"),
-}
-
-# Integer types by the decimal digits that all their values fit in (TINYINT: |v| <= 127).
-_INTEGER_DIGITS = {"TINYINT": 3, "SMALLINT": 5, "INTEGER": 10, "BIGINT": 19, "HUGEINT": 39}
-# And the reverse: the most digits of a DECIMAL(p,0) each integer type holds in full.
-_INTEGER_HOLDS = {"TINYINT": 2, "SMALLINT": 4, "INTEGER": 9, "BIGINT": 18, "HUGEINT": 38}
-
-
-@dataclass(frozen=True)
-class _DuckType:
-    base: str
-    params: tuple[int, ...] = ()
-
-
-def _parse_duckdb_type(type_text: str) -> _DuckType:
-    match = _TYPE_TEXT.match(type_text)
-    if not match:
-        return _DuckType(type_text.strip().upper())
-    base = " ".join(match.group(1).upper().split())
-    base = _DUCKDB_ALIASES.get(base, base)
-    params: tuple[int, ...] = ()
-    if match.group(2) is not None:
-        try:
-            params = tuple(int(part) for part in match.group(2).split(","))
-        except ValueError:
-            return _DuckType(" ".join(type_text.upper().split()))
-    if base == "DECIMAL":
-        # DuckDB's defaults: DECIMAL = DECIMAL(18,3), DECIMAL(p) = DECIMAL(p,0).
-        params = (18, 3) if not params else (params[0], params[1] if len(params) > 1 else 0)
-    return _DuckType(base, params)
-
-
-def normalize_duckdb_type(type_text: str) -> str:
-    """A DuckDB type in the spelling DuckDB prints, so two spellings compare equal.
-
-    `TIMESTAMP WITH TIME ZONE` → `TIMESTAMPTZ`, `INT8` → `BIGINT`, `NUMERIC` → `DECIMAL(18,3)`.
-    """
-    parsed = _parse_duckdb_type(type_text)
-    if parsed.params:
-        return f"{parsed.base}({','.join(str(p) for p in parsed.params)})"
-    return parsed.base
-
-
-def widen(old_type: str, new_type: str) -> TypeChange:
-    """Judge a column's change from `old_type` (in the table) to `new_type` (from the source).
-
-    Both are DuckDB type names in any spelling. Widening: a larger integer, a DECIMAL with
-    at least as many integer digits and as much scale, an integer into a DECIMAL that holds
-    all its values, FLOAT to DOUBLE, VARCHAR(n) to a longer or unbounded VARCHAR. The
-    reverse of a widening is NARROWING (the old column still holds every new value). Any
-    change of kind (number ↔ text, TIMESTAMP ↔ TIMESTAMPTZ, exact ↔ floating) is
-    INCOMPATIBLE.
-    """
-    old, new = _parse_duckdb_type(old_type), _parse_duckdb_type(new_type)
-    if old == new:
-        return TypeChange.SAME
-    if _holds(new, old):
-        return TypeChange.WIDENING
-    if _holds(old, new):
-        return TypeChange.NARROWING
-    return TypeChange.INCOMPATIBLE
-
-
-def _exact_digits(t: _DuckType) -> tuple[int, int] | None:
-    """(integer digits, scale) that an exact numeric type holds in full, or None."""
-    if t.base in _INTEGER_HOLDS:
-        return _INTEGER_HOLDS[t.base], 0
-    if t.base == "DECIMAL":
-        precision, scale = t.params
-        return precision - scale, scale
-    return None
-
-
-def _holds(wide: _DuckType, narrow: _DuckType) -> bool:
-    """Whether every value of `narrow` is a value of `wide` (the two types differ)."""
-    if wide.base in _INTEGER_DIGITS and narrow.base in _INTEGER_DIGITS:
-        return _INTEGER_DIGITS[wide.base] > _INTEGER_DIGITS[narrow.base]
-    if wide.base == "DECIMAL" and narrow.base in _INTEGER_DIGITS:
-        precision, scale = wide.params
-        return precision - scale >= _INTEGER_DIGITS[narrow.base]
-    wide_digits, narrow_digits = _exact_digits(wide), _exact_digits(narrow)
-    if wide_digits and narrow_digits:
-        return wide_digits[0] >= narrow_digits[0] and wide_digits[1] >= narrow_digits[1]
-    if wide.base == "DOUBLE" and narrow.base == "FLOAT":
-        return True
-    if wide.base == "VARCHAR" and narrow.base == "VARCHAR":
-        # No length means unbounded; DuckDB ignores lengths, Snowflake does not.
-        if not wide.params:
-            return bool(narrow.params)
-        return bool(narrow.params) and wide.params[0] > narrow.params[0]
-    return False

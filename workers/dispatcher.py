@@ -1,151 +1,41 @@
-"""Where tasks run: one interface over Celery (with Redis) and the in-process runner.
+"""Tasks on Celery workers: the dispatcher `agentdata serve` uses with Redis.
 
-    task_id = core.dispatcher.submit("export", {"job_id": ..., "sql": ..., "token": ...})
+    dispatcher = CeleryDispatcher(settings)      # a sending-only Celery app
+    task_id = dispatcher.submit("export", {"job_id": ..., "sql": ..., "token": ...})
 
-With `redis_url` set, `submit` sends the task to Celery (queue per kind, see
-`TASK_KINDS`) and `serve` registers a readiness probe for the broker; without it,
-`agentdata.runner` runs the very same task functions in a thread pool in the server
-process. Either way the task reaches the server through its public interfaces only.
+`submit` sends the task to its kind's queue (`agentdata.tasks.TASK_KINDS`); the
+monitoring calls (`status`, `active`, `queues`, `workers`) answer from Celery's
+inspection and the broker, in the same shapes as the embedded runner's
+(`agentdata.runner`). Redis and Celery exceptions are translated here into
+`agentdata.errors.Unavailable` (the broker is the job layer's edge). Credentials in
+task params (`agentdata.tasks.SECRET_PARAMS`) never reach Celery's task repr.
 
-The monitoring calls (`status`, `active`, `queues`, `workers`) answer from Celery's
-inspection and the broker, or from the in-process pool's own bookkeeping, in the
-same shapes. Redis and Celery exceptions are translated here into
-`agentdata.errors.Unavailable` (the broker is the job layer's edge).
-
-Parameters named in `SECRET_PARAMS` (a task's delegated credential) are never shown:
-not in Celery's task repr (logs, Flower, inspect), not in any status answer.
+`celery_component()` is the `serve` component the launcher starts with a Redis URL.
 """
 
 from __future__ import annotations
 
 import contextlib
-import importlib
 import logging
-import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
-from agentdata.errors import NotFound, Unavailable
+from agentdata.errors import Unavailable
 from agentdata.settings import Settings
+from agentdata.tasks import (
+    TASK_KINDS,
+    kind_of_celery_name,
+    new_task_id,
+    queue_names,
+    redacted,
+    task_kind,
+)
+from workers.celery_app import create_app
 
 if TYPE_CHECKING:
     from agentdata.core import Core
-    from agentdata.jobs import Job
-    from agentdata.retries import RetryPolicy
 
 log = logging.getLogger("agentdata.dispatch")
-
-
-@dataclass(frozen=True)
-class TaskKind:
-    """A kind of task: its Celery name and queue, and the plain function both runners call."""
-
-    kind: str
-    celery_name: str
-    function: str  # "module:attribute", called as function(params, ctx) -> dict
-    queue: str
-    #: "module:attribute" of `f(settings) -> agentdata.retries.RetryPolicy`; None: no retries.
-    retry: str | None = None
-    #: "module:attribute" of `f(core, job) -> task params`: the task's params again, with a
-    #: fresh credential, for a job a server restart interrupted (None: it is failed).
-    resume: str | None = None
-
-
-TASK_KINDS: dict[str, TaskKind] = {
-    "export": TaskKind(
-        "export",
-        "agentdata.export",
-        "workers.exports:export_task",
-        "exports",
-        retry="agentdata.retries:export_policy",
-        resume="agentdata.export_runs:resume_params",
-    ),
-    "maintenance": TaskKind(
-        "maintenance",
-        "agentdata.maintenance",
-        "workers.maintenance:maintenance_task",
-        "maintenance",
-        retry="agentdata.retries:maintenance_policy",
-    ),
-    "sync": TaskKind(
-        "sync",
-        "agentdata.sync",
-        "workers.sync.run:sync_task",
-        "syncs",
-        retry="agentdata.retries:sync_policy",
-        resume="agentdata.sync_runs:resume_params",
-    ),
-    # Beat's tick for scheduled syncs: asks the server which are due (no job of its own).
-    "sync_schedule": TaskKind(
-        "sync_schedule", "agentdata.sync_schedule", "workers.sync.run:schedule_task", "maintenance"
-    ),
-}
-
-#: The queue for anything not routed elsewhere.
-DEFAULT_QUEUE = "agentdata"
-#: Parameter names whose values are credentials: never logged, listed or shown.
-SECRET_PARAMS = frozenset({"token"})
-
-
-def task_kind(kind: str) -> TaskKind:
-    try:
-        return TASK_KINDS[kind]
-    except KeyError:
-        raise NotFound(f"no task kind {kind!r}; kinds: {', '.join(TASK_KINDS)}") from None
-
-
-def load_function(kind: str) -> Callable[..., dict[str, Any]]:
-    """The plain task function for `kind` (imported on first use: workers are optional)."""
-    module, _, attribute = task_kind(kind).function.partition(":")
-    return getattr(importlib.import_module(module), attribute)  # type: ignore[no-any-return]
-
-
-def retry_policy(kind: str, settings: Settings) -> RetryPolicy | None:
-    """How tasks of `kind` are retried (the same policy for Celery and the embedded runner)."""
-    ref = task_kind(kind).retry
-    if ref is None:
-        return None
-    module, _, attribute = ref.partition(":")
-    return getattr(importlib.import_module(module), attribute)(settings)  # type: ignore[no-any-return]
-
-
-def resume_params(core: Core, job: Job) -> dict[str, Any] | None:
-    """The params to run `job`'s task again (see `TaskKind.resume`), or None if its kind
-    cannot be resumed."""
-    ref = task_kind(job.kind).resume
-    if ref is None:
-        return None
-    module, _, attribute = ref.partition(":")
-    return getattr(importlib.import_module(module), attribute)(core, job)  # type: ignore[no-any-return]
-
-
-def redacted(params: dict[str, Any]) -> dict[str, Any]:
-    """`params` fit to show: credentials replaced by a placeholder."""
-    return {k: ("<redacted>" if k in SECRET_PARAMS else v) for k, v in params.items()}
-
-
-def new_task_id() -> str:
-    return str(uuid.uuid4())
-
-
-class Dispatcher(Protocol):
-    """Submit tasks and inspect where they run."""
-
-    mode: str  # "celery" or "embedded"
-
-    def submit(self, kind: str, params: dict[str, Any], *, task_id: str | None = None) -> str:
-        """Queue a task; returns its id (the one given, or a new one)."""
-        ...
-
-    def status(self, task_id: str) -> dict[str, Any]: ...
-    def active(self) -> list[dict[str, Any]]: ...
-    def queues(self) -> list[dict[str, Any]]: ...
-    def workers(self) -> list[dict[str, Any]]: ...
-    def close(self) -> None: ...
-
-
-# -- Celery --------------------------------------------------------------------------------
 
 
 @contextlib.contextmanager
@@ -182,8 +72,6 @@ class CeleryDispatcher:
     mode = "celery"
 
     def __init__(self, settings: Settings) -> None:
-        from workers.celery_app import create_app
-
         if not settings.redis_url:
             raise Unavailable("Celery dispatch needs redis_url")
         self.app = create_app(settings, register_tasks=False)
@@ -264,7 +152,7 @@ class CeleryDispatcher:
                     out.append(
                         {
                             "task_id": t.get("id"),
-                            "kind": _kind_of(t.get("name")),
+                            "kind": kind_of_celery_name(t.get("name")),
                             "name": t.get("name"),
                             "state": state,
                             "worker": worker,
@@ -276,7 +164,7 @@ class CeleryDispatcher:
         return out
 
     def queues(self) -> list[dict[str, Any]]:
-        names = [DEFAULT_QUEUE, *sorted({k.queue for k in TASK_KINDS.values()})]
+        names = queue_names()
         with broker_errors("queues"):
             client = self._client()
             pipe = client.pipeline()
@@ -339,13 +227,6 @@ class CeleryDispatcher:
                 self._redis.close()
         with contextlib.suppress(Exception):
             self.app.close()
-
-
-def _kind_of(celery_name: str | None) -> str | None:
-    for k in TASK_KINDS.values():
-        if k.celery_name == celery_name:
-            return k.kind
-    return celery_name
 
 
 def celery_component() -> tuple[Callable[[Core], None], Callable[[Core], None]]:
