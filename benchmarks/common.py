@@ -60,6 +60,20 @@ def table_sql(rows: int) -> str:
     )
 
 
+def create_snowflake_table(snow: Any, table: str, rows: int) -> None:
+    """The Snowflake side's benchmark table in the emulator (syncs, federation): the
+    shape of a typical fact table, a NUMBER key, a small NUMBER, money, text, time."""
+    snow.execute(
+        f"""create or replace table {table} as select
+            seq8() as ID,
+            (seq8() % 1000)::NUMBER(9,0) as QTY,
+            ((seq8() % 100000) / 100)::NUMBER(12,2) as PRICE,
+            'customer-' || (seq8() % 100000) as CUSTOMER,
+            dateadd(second, seq8(), '2024-01-01 00:00:00'::timestamp_ntz) as TS
+        from table(generator(rowcount => {int(rows)}))"""
+    )
+
+
 def table_name(rows: int) -> str:
     """`bench.t10m` for 10,000,000 rows, `bench.t500k` for 500,000."""
     if rows % 1_000_000 == 0:

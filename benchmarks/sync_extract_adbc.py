@@ -33,21 +33,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from benchmarks import common as c
 from tests.support.fakesnow_server import FakesnowServer
 
 TABLE = "BENCH_ORDERS"
-
-
-def create_table(snow: FakesnowServer, rows: int) -> None:
-    snow.execute(
-        f"""create or replace table {TABLE} as select
-            seq8() as ID,
-            (seq8() % 1000)::NUMBER(9,0) as QTY,
-            ((seq8() % 100000) / 100)::NUMBER(12,2) as PRICE,
-            'customer-' || (seq8() % 100000) as CUSTOMER,
-            dateadd(second, seq8(), '2024-01-01 00:00:00'::timestamp_ntz) as TS
-        from table(generator(rowcount => {int(rows)}))"""
-    )
 
 
 def describe(schema: Any) -> str:
@@ -123,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
 
     with FakesnowServer() as snow:
         started = time.perf_counter()
-        create_table(snow, args.rows)
+        c.create_snowflake_table(snow, TABLE, args.rows)
         print(f"created {args.rows} rows in {time.perf_counter() - started:.1f}s", file=sys.stderr)
         settings = SnowflakeSettings(
             **{k.removeprefix("SNOWFLAKE_").lower(): v for k, v in snow.env().items()}

@@ -37,19 +37,6 @@ AIM = 0.8
 TABLE = "BENCH_REMOTE"
 
 
-def _create_table(snow: Any, rows: int) -> None:
-    # The sync benchmark's shape: a NUMBER key, a small NUMBER, money, text, time.
-    snow.execute(
-        f"""create or replace table {TABLE} as select
-            seq8() as ID,
-            (seq8() % 1000)::NUMBER(9,0) as QTY,
-            ((seq8() % 100000) / 100)::NUMBER(12,2) as PRICE,
-            'customer-' || (seq8() % 100000) as CUSTOMER,
-            dateadd(second, seq8(), '2024-01-01 00:00:00'::timestamp_ntz) as TS
-        from table(generator(rowcount => {int(rows)}))"""
-    )
-
-
 def _bare_read(conn: Any, rows: int) -> float:
     with contextlib.closing(conn.cursor()) as cur:
         start = time.perf_counter()
@@ -97,7 +84,7 @@ def run(quick: bool) -> dict[str, Any]:
     try:
         snow.start()
         started = time.perf_counter()
-        _create_table(snow, rows)
+        c.create_snowflake_table(snow, TABLE, rows)
         created_s = time.perf_counter() - started
         env = {**snow.env(), "SNOWFLAKE_NETWORK_TIMEOUT": "600"}
         saved = {k: os.environ.get(k) for k in env}

@@ -46,19 +46,6 @@ REDIS = "redis://127.0.0.1:6379"
 REDIS_DBS = (12, 14, 15, 11)
 
 
-def _create_table(snow: Any, rows: int) -> None:
-    # The shape of a typical fact table: a NUMBER key, a small NUMBER, money, text, time.
-    snow.execute(
-        f"""create or replace table {TABLE} as select
-            seq8() as ID,
-            (seq8() % 1000)::NUMBER(9,0) as QTY,
-            ((seq8() % 100000) / 100)::NUMBER(12,2) as PRICE,
-            'customer-' || (seq8() % 100000) as CUSTOMER,
-            dateadd(second, seq8(), '2024-01-01 00:00:00'::timestamp_ntz) as TS
-        from table(generator(rowcount => {int(rows)}))"""
-    )
-
-
 def _bare_read(snow: Any, rows: int) -> float:
     conn = snow.connect()
     try:
@@ -167,7 +154,7 @@ def _run(quick: bool) -> dict[str, Any]:
     try:
         snow.start()
         started = time.perf_counter()
-        _create_table(snow, rows)
+        c.create_snowflake_table(snow, TABLE, rows)
         created_s = time.perf_counter() - started
         settings = {"LOG_LEVEL": "WARNING", "EXPORT_PROGRESS_EVERY_S": "0.5"}
         if celery:
