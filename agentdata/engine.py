@@ -209,6 +209,8 @@ class RunningQuery:
     release: Callable[[], None] | None = None
     #: Called by `stop` too: work elsewhere to stop with it (a Snowflake statement).
     on_stop: list[Callable[[], None]] = field(default_factory=list)
+    #: Set once the engine re-interrupts the stopped query until it ends.
+    reinterrupting: bool = False
 
     def raise_if_stopped(self) -> None:
         """Raise why the query was stopped (timeout, cancel, revocation), if it was."""
@@ -534,8 +536,26 @@ class Engine:
                     lambda: rq.stop(Unauthenticated("token expired")),
                 )
             )
+        rq.on_stop.append(lambda: self._keep_interrupting(rq))
         self._register(rq)
         return rq
+
+    def _keep_interrupting(self, rq: RunningQuery, every_s: float = 0.05) -> None:
+        """Interrupt a stopped query again until it ends: DuckDB drops an interrupt that
+        lands between two statements on the cursor (say, after the guard's checks and
+        before the query starts), and the query would then run to its end."""
+
+        def again() -> None:
+            with self._running_lock:
+                running = self._running.get(rq.query_id) is rq
+            if running:
+                with suppress(duckdb.Error):
+                    rq.cursor.interrupt()
+                rq.timers.append(self._watchdog.schedule(every_s, again))
+
+        if not rq.reinterrupting:
+            rq.reinterrupting = True
+            rq.timers.append(self._watchdog.schedule(every_s, again))
 
     def _finish(self, rq: RunningQuery) -> None:
         for handle in rq.timers:

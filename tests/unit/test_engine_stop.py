@@ -1,0 +1,69 @@
+"""Stopping a query (cancel, timeout, revocation) holds even when the stop lands between
+two statements on the query's cursor, where DuckDB drops an interrupt: the engine keeps
+interrupting until the query ends."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from agentdata.engine import Engine
+from agentdata.errors import Cancelled
+from agentdata.meta import MetaStore
+from agentdata.tokens import Principal, Role
+
+READER = Principal("r", "reader", Role.READER)
+
+#: Minutes of work on any machine: it only ends early if it is interrupted.
+SLOW_SQL = "SELECT count(*) FROM range(200000000) a, range(1000) b WHERE a.range + b.range < 0"
+
+
+@pytest.fixture
+def engine(tmp_path: Path) -> Iterator[Engine]:
+    meta = MetaStore(tmp_path / "meta.sqlite")
+    eng = Engine(tmp_path / "db.duckdb", meta, memory_limit="256MB")
+    yield eng
+    eng.close()
+    meta.close()
+
+
+def test_a_stop_before_the_query_starts_still_interrupts_it(engine: Engine) -> None:
+    cur = engine._read_cursor()
+    rq = engine._start(READER, SLOW_SQL, None, cur)
+    # The stop lands while nothing runs on the cursor: DuckDB forgets that interrupt.
+    rq.stop(Cancelled("query cancelled by request"))
+    outcome: list[BaseException | None] = []
+
+    def run() -> None:
+        try:
+            cur.execute(SLOW_SQL).fetchall()
+            outcome.append(None)
+        except BaseException as e:
+            outcome.append(e)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(60)  # a deadline against hanging, not a timing claim
+    try:
+        assert not thread.is_alive(), "the stopped query ran on"
+        assert isinstance(outcome[0], duckdb.InterruptException), outcome
+    finally:
+        engine._finish(rq)
+
+
+def test_interrupting_stops_once_the_query_has_ended(engine: Engine) -> None:
+    cur = engine._read_cursor()
+    rq = engine._start(READER, "SELECT 1", None, cur)
+    rq.stop(Cancelled("query cancelled by request"))
+    engine._finish(rq)
+    assert engine.running_count() == 0
+    # Nothing is left scheduled: no timeout, no re-interrupt chain for a finished query.
+    deadline = time.monotonic() + 10
+    while engine._watchdog._callbacks and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert engine._watchdog._callbacks == {}
