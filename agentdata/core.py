@@ -1,16 +1,19 @@
-"""The core: one object owning every piece of state, built from Settings.
+"""The core: one object owning every piece of state, built complete by `Core.open`.
 
-Adapters (Flight, REST, the in-process task runner) receive a `Core` and call its
-services; they never open the database or the meta store themselves. Tests build a
-whole server in one line: `Core.open(Settings(data_dir=tmp))`.
+`Core.open(settings, snowflake=..., dispatcher=...)` opens the stores and the engine
+and holds the task dispatcher it is given (built by the launcher: Celery or the
+in-process runner; without one, `NoDispatcher`). The core is frozen: nothing is set on
+it after it is built. Adapters (Flight, REST, MCP) receive the collaborators they use
+(the engine, the token service, the job store...), which the launcher takes from the
+core; use cases that span several stores (`agentdata.tasks.start_job`, maintenance,
+sync runs, `revoke_token`) take the core itself. No adapter opens the database or the
+meta store. Tests build a whole core in one line: `Core.open(Settings(data_dir=tmp))`.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
 from agentdata.admission import Admission
 from agentdata.artefacts import ArtefactStore
@@ -25,15 +28,13 @@ from agentdata.meta import MetaStore
 from agentdata.metrics import refresh_store_gauges
 from agentdata.settings import Settings
 from agentdata.syncs import SyncStore
+from agentdata.tasks import Dispatcher, NoDispatcher
 from agentdata.tokens import TokenRecord, TokenService
-
-if TYPE_CHECKING:
-    from agentdata.tasks import Dispatcher
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
+@dataclass(frozen=True)
 class Core:
     """Everything stateful, shared by the Flight server and the control plane."""
 
@@ -45,14 +46,8 @@ class Core:
     artefacts: ArtefactStore
     #: Sync specs (Snowflake -> tables); runs are jobs of kind "sync" (agentdata.sync_runs).
     syncs: SyncStore
-    #: Readiness checks beyond the database (e.g. the broker), name -> raises if down.
-    probes: dict[str, Callable[[], object]] = field(default_factory=dict)
-    #: Called before /metrics renders, to refresh gauges that are cheaper to read than to track.
-    gauge_refreshers: list[Callable[[], None]] = field(default_factory=list)
-    #: Where tasks go: the in-process runner or Celery (set by `serve`; see agentdata.tasks).
-    dispatcher: Dispatcher | None = None
-    #: URLs this process serves on, as tasks reach them ("http", "flight"); set by `serve`.
-    endpoints: dict[str, str] = field(default_factory=dict)
+    #: Where tasks go: the in-process runner, Celery, or nowhere (see agentdata.tasks).
+    dispatcher: Dispatcher
 
     def revoke_token(self, token_id: str) -> TokenRecord:
         """Revoke a token: its next call is refused, its running queries stop within
@@ -63,15 +58,25 @@ class Core:
         return record
 
     def refresh_gauges(self) -> None:
-        for refresh in self.gauge_refreshers:
-            refresh()
+        """Refresh the gauges cheaper to read than to track, before /metrics renders."""
+        refresh_store_gauges(self.jobs, self.artefacts)
+        self.dispatcher.refresh_gauges()
 
     @classmethod
-    def open(cls, settings: Settings, *, snowflake: SnowflakeSide | None = None) -> Core:
+    def open(
+        cls,
+        settings: Settings,
+        *,
+        snowflake: SnowflakeSide | None = None,
+        dispatcher: Dispatcher | None = None,
+    ) -> Core:
         """Open (or create) the data dir; load the demo dataset on a first start.
 
         `snowflake` lets remote (federated) tables reach Snowflake (the launcher passes
-        the sync stages' credentials and type mapping; see agentdata.federation)."""
+        the sync stages' credentials and type mapping; see agentdata.federation).
+        `dispatcher` is where tasks go (None: this core runs no tasks); the caller starts
+        it once the core is built (`Dispatcher.start`), since the in-process runner acts
+        through the complete core."""
         data_dir = settings.data_dir
         data_dir.mkdir(parents=True, exist_ok=True)
         first_start = not settings.db_path.exists()
@@ -131,8 +136,8 @@ class Core:
             jobs=jobs,
             artefacts=artefacts,
             syncs=SyncStore(meta),
+            dispatcher=dispatcher if dispatcher is not None else NoDispatcher(),
         )
-        core.gauge_refreshers.append(lambda: refresh_store_gauges(core.jobs, core.artefacts))
         if first_start and settings.demo:
             log.info(
                 "first start: loading the demo dataset (schema demo, %d orders)", settings.demo_rows

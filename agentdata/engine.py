@@ -44,6 +44,7 @@ from agentdata import (
     sqlguard,
 )
 from agentdata.admission import Admission
+from agentdata.batches import slice_by_bytes
 from agentdata.bound_schema import BoundSchemas
 from agentdata.deadlines import Watchdog
 from agentdata.errors import (
@@ -270,6 +271,9 @@ class StreamOptions:
     max_rows: int | None = None
     #: Refuse writes (INVALID_ARGUMENT) instead of running them: for channels that only read.
     reads_only: bool = False
+    #: A batch size cap of this call's own, below the engine's max_batch_bytes (Flight SQL:
+    #: its clients refuse gRPC messages over 16 MiB). Batches are sliced once, to the lower.
+    max_batch_bytes: int | None = None
 
 
 class Engine:
@@ -740,6 +744,7 @@ class Engine:
         counts: list[int],
         cleanup: Callable[[], None],
     ) -> Iterator[pa.RecordBatch]:
+        max_bytes = min(self.max_batch_bytes, options.max_batch_bytes or self.max_batch_bytes)
         try:
             with translate_errors():
                 while True:
@@ -771,22 +776,11 @@ class Engine:
                             yield batch
                         return
                     counts[0] += batch.num_rows
-                    for piece in self._slice_by_bytes(batch):
+                    for piece in slice_by_bytes(batch, max_bytes):
                         counts[1] += piece.nbytes
                         yield piece
         finally:
             cleanup()
-
-    def _slice_by_bytes(self, batch: pa.RecordBatch) -> Iterator[pa.RecordBatch]:
-        size = batch.nbytes
-        if size <= self.max_batch_bytes or batch.num_rows <= 1:
-            yield batch
-            return
-        # Zero-copy slices of roughly max_batch_bytes each.
-        pieces = -(-size // self.max_batch_bytes)
-        step = max(1, -(-batch.num_rows // pieces))
-        for start in range(0, batch.num_rows, step):
-            yield batch.slice(start, step)
 
     # -- the cost guard --------------------------------------------------------
     def _guard_cost(

@@ -37,9 +37,8 @@ from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from agentdata.errors import Conflict, InvalidArgument, NotFound, PermissionDenied
+from agentdata.errors import Conflict, NotFound, PermissionDenied
 from agentdata.meta import MetaStore
-from agentdata.tasks import JOB_KINDS
 from agentdata.tokens import Principal
 
 
@@ -378,12 +377,6 @@ class JobStore:
 def check_owner(principal: Principal, job: Job) -> None:
     if not principal.is_admin and job.owner != principal.token_id:
         raise PermissionDenied("that job belongs to another token")
-
-
-def validate_kind(kind: str) -> str:
-    if kind not in JOB_KINDS:
-        raise InvalidArgument(f"unknown job kind {kind!r}")
-    return kind
 
 
 def _filters(

@@ -1,10 +1,14 @@
 """`agentdata serve`: the Flight server, the control plane and MCP in one process, over one core.
 
-Start-up: make the data dir private (umask 077; existing entries 0700/0600), open the
-core (loading the demo on a first start), start Flight (it listens as soon as it is
-built), then run uvicorn in the main thread. Shutdown on SIGINT or
-SIGTERM: cancel running queries at once (open streams end with UNAVAILABLE), let
-uvicorn finish its requests, stop Flight, checkpoint and close the database, exit 0.
+Start-up: make the data dir private (umask 077; existing entries 0700/0600), build the
+task dispatcher (Celery with a Redis URL, else the in-process runner), open the core
+with it (complete from then on; the demo is loaded on a first start), bind the HTTP
+socket, build Flight over the core's engine and token service (it listens as soon as
+it is built), so both ports, hence the loopback URLs tasks use, are known; then start
+the dispatcher with the core and those URLs, mount REST and MCP, and run uvicorn in
+the main thread. Shutdown on SIGINT or SIGTERM: cancel running queries at once (open
+streams end with UNAVAILABLE), let uvicorn finish its requests, stop the dispatcher,
+stop Flight, checkpoint and close the database, exit 0.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import signal
 import socket
 import ssl
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -23,12 +28,9 @@ import uvicorn
 from agentdata.core import Core
 from agentdata.datadir import make_private, private_umask
 from agentdata.settings import Settings
-from agentdata.tasks import connectable_host
+from agentdata.tasks import Dispatcher, Endpoints, connectable_host
 
 log = logging.getLogger("agentdata")
-
-#: Extra start/stop hooks (the in-process task runner and scheduler register here).
-Component = tuple[Callable[[Core], None], Callable[[Core], None]]
 
 
 class _Server(uvicorn.Server):
@@ -62,8 +64,10 @@ def configure_logging(level: str) -> None:
     )
 
 
-def serve(settings: Settings, components: list[Component] | None = None) -> int:
-    """Run until SIGINT/SIGTERM; returns the process exit code."""
+def serve(settings: Settings, dispatcher: Dispatcher | None = None) -> int:
+    """Run until SIGINT/SIGTERM; returns the process exit code.
+
+    `dispatcher` is where tasks go (default: `default_dispatcher(settings)`)."""
     from control_api import create_app
     from flight_server import build_flight_server
     from flight_server.flightsql import FlightSqlService
@@ -76,25 +80,31 @@ def serve(settings: Settings, components: list[Component] | None = None) -> int:
     make_private(settings.data_dir)
     from workers.sync.federation import SyncSnowflakeSide
 
-    core = Core.open(settings, snowflake=SyncSnowflakeSide())
+    if dispatcher is None:
+        dispatcher = default_dispatcher(settings)
+    try:
+        core = Core.open(settings, snowflake=SyncSnowflakeSide(), dispatcher=dispatcher)
+    except Exception:
+        dispatcher.close()
+        raise
     if settings.admin_token is None:
         log.info(
             "admin token file: %s (mode 0600; the token itself is never logged)",
             settings.admin_token_path,
         )
-    flight = build_flight_server(core, sql_service=FlightSqlService(core))
-    started: list[Component] = []
+    flight = None
     try:
-        for start, stop in components or default_components(settings):
-            start(core)
-            started.append((start, stop))
         http_sock = socket.socket(socket.AF_INET6 if ":" in settings.host else socket.AF_INET)
         http_sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         http_sock.bind((settings.host, settings.http_port))
         http_port = http_sock.getsockname()[1]
-        core.endpoints.update(_loopback_urls(settings, flight.port, http_port))
+        flight = build_flight_server(
+            core.engine, core.tokens, settings, sql_service=FlightSqlService(core.engine)
+        )
+        endpoints = loopback_endpoints(settings, flight.port, http_port)
+        core.dispatcher.start(core, endpoints)
         app = create_app(core)
-        mount_mcp(app, core)  # MCP at /mcp, same port and tokens
+        mount_mcp(app, core, flight_url=endpoints.flight_url)  # MCP at /mcp, same port and tokens
         config = uvicorn.Config(
             app,
             log_level=settings.log_level.lower(),
@@ -118,40 +128,41 @@ def serve(settings: Settings, components: list[Component] | None = None) -> int:
         )
         server.run(sockets=[http_sock])
     finally:
-        for _start, stop in reversed(started):
-            with contextlib.suppress(Exception):
-                stop(core)
-        flight.stop()
+        # Tasks first: a running one may still call this server to record its end.
+        with contextlib.suppress(Exception):
+            core.dispatcher.close()
+        if flight is not None:
+            flight.stop()
         core.close()
         log.info("agentdata stopped cleanly")
     return 0
 
 
-def default_components(settings: Settings | None = None) -> list[Component]:
-    """Components `serve` runs beside the servers: where tasks go.
+def default_dispatcher(settings: Settings) -> Dispatcher:
+    """Where tasks go: with a Redis URL, Celery workers (workers.dispatcher, with a
+    broker readiness probe); without, the in-process task runner and scheduler
+    (agentdata.runner), handed the task functions of the registry (workers.registry)."""
+    if settings.redis_url:
+        from workers.dispatcher import CeleryDispatcher
 
-    Without a Redis URL, the in-process task runner and scheduler (agentdata.runner),
-    handed the task functions of the registry (workers.registry); with one, dispatch
-    to Celery workers plus a broker readiness probe (workers.dispatcher).
-    """
-    if settings is not None and settings.redis_url:
-        from workers.dispatcher import celery_component
-
-        return [celery_component()]
-    from agentdata.runner import runner_component
+        return CeleryDispatcher(settings)
+    from agentdata.runner import InProcessRunner
     from workers.registry import REGISTRY, warm_up
 
-    return [runner_component(REGISTRY, warm_up)]
+    return InProcessRunner(settings, tasks=REGISTRY, warm_up=warm_up)
 
 
-def _loopback_urls(settings: Settings, flight_port: int, http_port: int) -> dict[str, str]:
+def loopback_endpoints(settings: Settings, flight_port: int, http_port: int) -> Endpoints:
     """How in-process tasks reach this server (a wildcard bind address means loopback)."""
     host = connectable_host(settings.host)
     tls = settings.tls_cert is not None
-    return {
-        "http": f"{'https' if tls else 'http'}://{host}:{http_port}",
-        "flight": f"{'grpc+tls' if tls else 'grpc'}://{host}:{flight_port}",
-    }
+    # A self-signed certificate is the root tasks trust.
+    roots = Path(settings.tls_cert).read_bytes() if settings.tls_cert is not None else None
+    return Endpoints(
+        f"{'https' if tls else 'http'}://{host}:{http_port}",
+        f"{'grpc+tls' if tls else 'grpc'}://{host}:{flight_port}",
+        roots,
+    )
 
 
 def _https_options(settings: Settings) -> dict[str, Any]:

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from agentdata.errors import AgentdataError, InternalError, InvalidArgument, from_code
-from agentdata.jobs import Job, JobState
+from agentdata.jobs import Job, JobState, JobStore
 from agentdata.settings import Settings
 from agentdata.tasks import TaskContext
 from agentdata.tokens import Principal
@@ -101,9 +101,9 @@ def ages(settings: Settings) -> dict[str, float]:
     }
 
 
-def last_runs(core: Core) -> dict[str, float | None]:
+def last_runs(jobs: JobStore) -> dict[str, float | None]:
     """When each rule last started a run (from the job records, so it survives restarts)."""
-    found = core.jobs.newest_by_param("maintenance", "rule")
+    found = jobs.newest_by_param("maintenance", "rule")
     return {name: found.get(name) for name in RULES}
 
 

@@ -29,6 +29,13 @@ running them: exports and syncs go back on the queue under their kind's retry po
 (`agentdata.retries`; the interrupted attempt counts as one, and its entry in the
 job's attempt history says the server restarted), with a fresh credential of the same
 scope; a job that was still queued simply goes back. Anything else is failed.
+
+Wiring: the runner is the core's dispatcher, and what it runs in-process (maintenance
+rules, scheduled syncs, resumed jobs) acts through that complete core, which starts
+jobs through this very runner. So the launcher builds the runner first, from the
+settings and the task registry, hands it to `Core.open`, and starts it with the
+finished core and the URLs the servers listen on: `runner.start(core, endpoints)`.
+Nothing is set on the core afterwards.
 """
 
 from __future__ import annotations
@@ -42,7 +49,6 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agentdata import export_runs, maintenance, metrics, sync_runs
@@ -62,6 +68,7 @@ from agentdata.tasks import (
 if TYPE_CHECKING:
     from agentdata.core import Core
     from agentdata.retries import RetryPolicy
+    from agentdata.settings import Settings
 
 log = logging.getLogger("agentdata.runner")
 
@@ -144,18 +151,24 @@ class InProcessRunner:
 
     def __init__(
         self,
-        core: Core,
+        settings: Settings,
         *,
-        threads: int,
         tasks: TaskRegistry,
+        threads: int | None = None,
         warm_up: Callable[[], None] | None = None,
     ) -> None:
-        self.core = core
-        self.size = max(1, threads)
+        """A runner for the task functions of `tasks` (`threads` in the task lane, by
+        default the `embedded_workers` setting); it runs nothing until `start`."""
+        self.settings = settings
+        self._core: Core | None = None
+        self._endpoints: Endpoints | None = None
+        self.size = max(1, settings.embedded_workers if threads is None else threads)
         self._registry = tasks
         self._functions: dict[str, TaskFunction] = {k: e.function for k, e in tasks.items()}
         # Already in the server: run the rules here rather than over loopback REST.
-        self._functions["maintenance"] = lambda params, ctx: maintenance.run_task(core, params, ctx)
+        self._functions["maintenance"] = lambda params, ctx: maintenance.run_task(
+            self.core, params, ctx
+        )
         self._warm_up = warm_up
         self._lanes = {
             "tasks": _Lane("tasks", self.size),
@@ -166,11 +179,24 @@ class InProcessRunner:
         self._stopping = threading.Event()
         self.scheduler: Scheduler | None = None
         self.sync_scheduler: sync_runs.SyncScheduler | None = None
-        self.work_dir = core.settings.data_dir / "tmp" / "tasks"
+        self.work_dir = settings.data_dir / "tmp" / "tasks"
         self.name = f"embedded@{socket.gethostname()}"
 
+    @property
+    def core(self) -> Core:
+        """The core this runner serves (given to `start`)."""
+        if self._core is None:
+            raise Unavailable("the task runner has not started")
+        return self._core
+
     # -- life cycle -----------------------------------------------------------------------
-    def start(self) -> None:
+    def start(self, core: Core, endpoints: Endpoints | None = None) -> None:
+        """Recover the jobs a previous process left, start the threads and schedulers.
+
+        `core` is the complete core holding this runner; `endpoints` where tasks reach
+        this server (None: derived from the settings, when no server listens)."""
+        self._core = core
+        self._endpoints = endpoints
         # One line per REST call of every task would drown the server log.
         logging.getLogger("httpx").setLevel(logging.WARNING)
         self.work_dir.mkdir(parents=True, exist_ok=True)
@@ -187,11 +213,11 @@ class InProcessRunner:
                 )
                 t.start()
                 lane.threads.append(t)
-        periods = maintenance.schedule(self.core.settings)
+        periods = maintenance.schedule(self.settings)
         if periods:
             self.scheduler = Scheduler(self, periods)
             self.scheduler.start()
-        self.sync_scheduler = sync_runs.SyncScheduler(self.core)
+        self.sync_scheduler = sync_runs.SyncScheduler(core)
         self.sync_scheduler.start()
         log.info(
             "in-process task runner: %d threads; maintenance every %s",
@@ -333,7 +359,7 @@ class InProcessRunner:
         entry = self._registry.get(kind)
         if entry is None or entry.retry is None:
             return None
-        return entry.retry(self.core.settings)
+        return entry.retry(self.settings)
 
     def _run(self, task: _Task) -> None:
         with self._lock:
@@ -341,13 +367,13 @@ class InProcessRunner:
             task.thread = threading.current_thread().name
         ctx = TaskContext(
             task_id=task.task_id,
-            endpoints=self._endpoints(),
+            endpoints=self._endpoints or Endpoints.from_settings(self.settings),
             work_dir=self.work_dir,
-            service_token=self.core.settings.resolved_admin_token,
-            progress_every_s=self.core.settings.export_progress_every_s,
+            service_token=self.settings.resolved_admin_token,
+            progress_every_s=self.settings.export_progress_every_s,
             runner=self.mode,
             attempt=task.retries + 1,
-            settings=self.core.settings,
+            settings=self.settings,
         )
         try:
             result = self._functions[task.kind](task.params, ctx)
@@ -410,15 +436,6 @@ class InProcessRunner:
             task.state = "queued"
         self._lanes[task.lane].queue.put(task)
 
-    def _endpoints(self) -> Endpoints:
-        urls = getattr(self.core, "endpoints", None) or {}
-        if "http" in urls and "flight" in urls:
-            roots = None
-            if self.core.settings.tls_cert is not None:
-                roots = Path(self.core.settings.tls_cert).read_bytes()
-            return Endpoints(urls["http"], urls["flight"], roots)
-        return Endpoints.from_settings(self.core.settings)
-
     def _finish(
         self,
         task: _Task,
@@ -456,7 +473,7 @@ class InProcessRunner:
     def _fail_job(self, task: _Task, step: str, error: AgentdataError) -> None:
         """End the task's job if the task could not (e.g. the server stopped under it)."""
         job_id = task.job_id
-        if job_id is None:
+        if job_id is None or self._core is None:
             return
         try:
             job = self.core.jobs.get(job_id)
@@ -542,6 +559,10 @@ class InProcessRunner:
             }
         ]
 
+    def probes(self) -> dict[str, Callable[[], object]]:
+        """Nothing beyond this process to check for readiness."""
+        return {}
+
     def refresh_gauges(self) -> None:
         """Queue depth and running tasks per lane, for /metrics."""
         for q in self.queues():
@@ -582,7 +603,7 @@ class Scheduler:
         self._thread = threading.Thread(target=self._loop, name="agentdata-scheduler", daemon=True)
 
     def start(self) -> None:
-        self._last = dict(maintenance.last_runs(self.runner.core))
+        self._last = dict(maintenance.last_runs(self.runner.core.jobs))
         self._thread.start()
 
     def stop(self) -> None:
@@ -616,25 +637,3 @@ class Scheduler:
                     self._last[rule] = now
             wait = min(self.next_due().values()) - time.time()
             self._stop.wait(min(max(wait, 0.2), 60.0))
-
-
-def runner_component(
-    tasks: TaskRegistry, warm_up: Callable[[], None] | None = None
-) -> tuple[Callable[[Core], None], Callable[[Core], None]]:
-    """The `serve` component for embedded mode: the pool, the scheduler, the dispatcher,
-    running the task functions of `tasks` (`warm_up` imports their code ahead of time)."""
-
-    def start(core: Core) -> None:
-        runner = InProcessRunner(
-            core, threads=core.settings.embedded_workers, tasks=tasks, warm_up=warm_up
-        )
-        core.dispatcher = runner
-        core.gauge_refreshers.append(runner.refresh_gauges)
-        runner.start()
-
-    def stop(core: Core) -> None:
-        runner = core.dispatcher
-        if isinstance(runner, InProcessRunner):
-            runner.stop()
-
-    return start, stop

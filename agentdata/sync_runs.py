@@ -27,7 +27,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from agentdata.errors import AgentdataError, Conflict, Unavailable
-from agentdata.jobs import ACTIVE_STATES, Job
+from agentdata.jobs import ACTIVE_STATES, Job, JobStore
 from agentdata.sqlguard import parse_table_ref
 from agentdata.syncs import schedule_seconds
 from agentdata.tasks import start_job
@@ -39,9 +39,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("agentdata.syncs")
 
 
-def active_job(core: Core, name: str) -> str | None:
+def active_job(jobs: JobStore, name: str) -> str | None:
     """The id of the sync's queued, running or retrying job, if it has one."""
-    job = core.jobs.latest(kind="sync", states=ACTIVE_STATES, param=("name", name))
+    job = jobs.latest(kind="sync", states=ACTIVE_STATES, param=("name", name))
     return job.id if job else None
 
 
@@ -51,7 +51,7 @@ def start_run(
     """Queue one run of sync `name`; 409 while another run of it is active."""
     principal.require_admin()
     spec = core.syncs.get(name)
-    running = active_job(core, name)
+    running = active_job(core.jobs, name)
     if running is not None:
         raise Conflict(f"sync {name!r} is already running: job {running}")
     params: dict[str, Any] = {
@@ -122,7 +122,7 @@ def due(core: Core, now: float | None = None) -> list[str]:
         else:
             base = last if last is not None else record["created_at"]
             is_due = croniter(str(schedule), base).get_next(float) <= now
-        if is_due and active_job(core, spec["name"]) is None:
+        if is_due and active_job(core.jobs, spec["name"]) is None:
             names.append(spec["name"])
     return names
 

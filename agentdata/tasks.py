@@ -10,7 +10,8 @@ is written against this module:
   Celery (`workers.tasks`) and the embedded runner (`agentdata.runner`, handed the
   registry by the launcher) call the very same functions;
 - a `Dispatcher` queues tasks and reports on them (`workers.dispatcher` for Celery, the
-  embedded runner without Redis);
+  embedded runner without Redis, `NoDispatcher` for a core that runs none); the launcher
+  builds it, `Core.open` takes it, and it starts once the core is complete;
 - `start_job` is the one sequence that turns a request into a queued job: create the
   job, give it a task id and a delegated credential, submit the task, and fail the job
   with step `dispatch` if the task cannot be queued.
@@ -178,9 +179,13 @@ TaskRegistry = Mapping[str, TaskEntry]
 
 
 class Dispatcher(Protocol):
-    """Submit tasks and inspect where they run."""
+    """Submit tasks and inspect where they run.
 
-    mode: str  # "celery" or "embedded"
+    A dispatcher is built before the core (it is one of the core's fields) and started
+    once the core holding it is complete and the servers listen (`start`).
+    """
+
+    mode: str  # "celery", "embedded" or "none"
 
     def submit(self, kind: str, params: dict[str, Any], *, task_id: str | None = None) -> str:
         """Queue a task; returns its id (the one given, or a new one)."""
@@ -190,7 +195,59 @@ class Dispatcher(Protocol):
     def active(self) -> list[dict[str, Any]]: ...
     def queues(self) -> list[dict[str, Any]]: ...
     def workers(self) -> list[dict[str, Any]]: ...
+
+    def probes(self) -> Mapping[str, Callable[[], object]]:
+        """Readiness checks of what tasks depend on (the broker), name -> raises if down."""
+        ...
+
+    def refresh_gauges(self) -> None:
+        """Update the task gauges (queue depths, running tasks) before /metrics renders."""
+        ...
+
+    def start(self, core: Core, endpoints: Endpoints | None = None) -> None:
+        """Begin work, with the complete core that holds this dispatcher and the URLs
+        this process serves on (None: derive them from the settings)."""
+        ...
+
     def close(self) -> None: ...
+
+
+#: Why a core without a dispatcher refuses tasks.
+NO_DISPATCHER = "this server runs no task dispatcher"
+
+
+class NoDispatcher:
+    """The dispatcher of a core that runs no tasks (a core opened by a test or a tool):
+    inspection and submission answer Unavailable, and `start_job` creates no job."""
+
+    mode = "none"
+
+    def submit(self, kind: str, params: dict[str, Any], *, task_id: str | None = None) -> str:
+        raise Unavailable(NO_DISPATCHER)
+
+    def status(self, task_id: str) -> dict[str, Any]:
+        raise Unavailable(NO_DISPATCHER)
+
+    def active(self) -> list[dict[str, Any]]:
+        raise Unavailable(NO_DISPATCHER)
+
+    def queues(self) -> list[dict[str, Any]]:
+        raise Unavailable(NO_DISPATCHER)
+
+    def workers(self) -> list[dict[str, Any]]:
+        raise Unavailable(NO_DISPATCHER)
+
+    def probes(self) -> Mapping[str, Callable[[], object]]:
+        return {}
+
+    def refresh_gauges(self) -> None:
+        pass
+
+    def start(self, core: Core, endpoints: Endpoints | None = None) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 # -- starting a job ------------------------------------------------------------------------
@@ -222,8 +279,8 @@ def start_job(
     task that does not exist.
     """
     dispatcher = core.dispatcher
-    if dispatcher is None:
-        raise Unavailable("this server runs no task dispatcher")
+    if isinstance(dispatcher, NoDispatcher):
+        raise Unavailable(NO_DISPATCHER)  # before a job exists that no task would run
     job = core.jobs.create(kind, params, owner=principal.token_id)
     try:
         extra = task_params(job) if task_params is not None else dict(job.params)

@@ -16,7 +16,7 @@ import uuid
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import jwt
 
@@ -138,6 +138,14 @@ class TokenRecord:
             "column_masks": self.column_masks,
             "max_concurrent": self.max_concurrent,
         }
+
+
+class TokenVerifier(Protocol):
+    """What an adapter's authentication needs of the token service (tests pass fakes)."""
+
+    def verify(self, token: str | None) -> Principal:
+        """The principal of a valid, unrevoked token; Unauthenticated otherwise."""
+        ...
 
 
 class TokenService:

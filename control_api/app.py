@@ -33,7 +33,10 @@ DOCS_ASSETS = "/docs/assets"
 
 
 def create_app(core: Core) -> FastAPI:
-    """Build the control plane over `core` (one app per core; tests build their own)."""
+    """Build the control plane over `core` (one app per core; tests build their own).
+
+    The core's collaborators go on `app.state` one by one, each behind its own request
+    dependency (`control_api.deps`), so a test can override any one with a fake."""
     app = FastAPIOffline(
         title="agentdata control plane",
         version=__version__,
@@ -45,7 +48,15 @@ def create_app(core: Core) -> FastAPI:
         # Swagger UI would otherwise ask validator.swagger.io about the document.
         swagger_ui_parameters={"validatorUrl": None},
     )
-    app.state.core = core
+    app.state.core = core  # for the routes that call a use case spanning several stores
+    app.state.settings = core.settings
+    app.state.engine = core.engine
+    app.state.meta = core.meta
+    app.state.tokens = core.tokens
+    app.state.jobs = core.jobs
+    app.state.artefacts = core.artefacts
+    app.state.syncs = core.syncs
+    app.state.dispatcher = core.dispatcher
     install_error_handlers(app)
     install_openapi(app)
     app.include_router(health.router)

@@ -1,4 +1,4 @@
-"""Arrow Flight (and Flight SQL) adapter over the agentdata core."""
+"""Arrow Flight (and Flight SQL) adapter over the agentdata engine and token verifier."""
 
 from flight_server.server import AgentdataFlightServer, build_flight_server
 

@@ -20,7 +20,7 @@ import binascii
 import pyarrow.flight as fl
 
 from agentdata.errors import Unauthenticated, Unimplemented
-from agentdata.tokens import Principal, TokenService
+from agentdata.tokens import Principal, TokenVerifier
 from flight_server.errors import flight_errors, to_flight_error
 
 MIDDLEWARE_KEY = "auth"
@@ -48,7 +48,7 @@ class AuthMiddleware(fl.ServerMiddleware):
 
 
 class AuthMiddlewareFactory(fl.ServerMiddlewareFactory):
-    def __init__(self, tokens: TokenService) -> None:
+    def __init__(self, tokens: TokenVerifier) -> None:
         self._tokens = tokens
 
     def start_call(self, info: fl.CallInfo, headers: dict[str, list[str]]) -> AuthMiddleware:

@@ -1,7 +1,11 @@
-"""The Flight server: thin RPC handlers over the core.
+"""The Flight server: thin RPC handlers over the engine.
+
+The server holds only its collaborators: the query engine and a token verifier (plus
+the tickets and the Flight SQL service); `build_flight_server` makes one from them and
+the settings' host, port and TLS files, so tests can hand it fakes.
 
 Every handler follows one recipe: principal from the auth middleware -> decode the
-request -> call the core -> answer or stream. Errors cross once, through
+request -> call the engine -> answer or stream. Errors cross once, through
 `flight_errors()` (see flight_server.errors).
 
 Descriptors and tickets (plain Flight; Flight SQL messages are routed to the
@@ -43,12 +47,12 @@ import pyarrow as pa
 import pyarrow.flight as fl
 
 from agentdata import audit, metrics
-from agentdata.core import Core
-from agentdata.engine import ResultStream, StreamOptions, TableInfo
+from agentdata.engine import Engine, ResultStream, StreamOptions, TableInfo
 from agentdata.errors import InvalidArgument, Unimplemented
 from agentdata.ingest import IngestRequest, ingest
+from agentdata.settings import Settings
 from agentdata.sqlguard import quote_ident
-from agentdata.tokens import Principal
+from agentdata.tokens import Principal, TokenVerifier
 from flight_server.auth import MIDDLEWARE_KEY, AuthMiddlewareFactory, NoOpAuthHandler, principal_of
 from flight_server.errors import flight_errors, guard_stream
 from flight_server.tickets import TicketStore
@@ -91,6 +95,10 @@ class CommandService(Protocol):
         """Issue and redeem tickets in the server's store (one store for both protocols)."""
         ...
 
+    def close(self) -> None:
+        """Release what it holds once the server has stopped taking calls."""
+        ...
+
     def handles_command(self, command: bytes) -> bool: ...
     def handles_ticket(self, ticket: bytes) -> bool: ...
     def handles_action(self, action_type: str) -> bool: ...
@@ -118,11 +126,12 @@ class CommandService(Protocol):
 
 
 class AgentdataFlightServer(fl.FlightServerBase):
-    """Arrow Flight over the agentdata core (plus Flight SQL when `sql_service` is given)."""
+    """Arrow Flight over the engine (plus Flight SQL when `sql_service` is given)."""
 
     def __init__(
         self,
-        core: Core,
+        engine: Engine,
+        tokens: TokenVerifier,
         location: str,
         *,
         tickets: TicketStore,
@@ -134,12 +143,12 @@ class AgentdataFlightServer(fl.FlightServerBase):
         super().__init__(
             location,
             auth_handler=NoOpAuthHandler(),
-            middleware={MIDDLEWARE_KEY: AuthMiddlewareFactory(core.tokens)},
+            middleware={MIDDLEWARE_KEY: AuthMiddlewareFactory(tokens)},
             tls_certificates=tls_certificates,
             verify_client=verify_client,
             root_certificates=root_certificates,
         )
-        self.core = core
+        self.engine = engine
         self.tickets = tickets
         self.sql_service = sql_service
         if sql_service is not None:
@@ -152,8 +161,7 @@ class AgentdataFlightServer(fl.FlightServerBase):
         with flight_errors():
             principal = principal_of(context)
             infos = [
-                self._table_flight_info(principal, t)
-                for t in self.core.engine.list_tables(principal)
+                self._table_flight_info(principal, t) for t in self.engine.list_tables(principal)
             ]
         yield from infos
 
@@ -165,7 +173,7 @@ class AgentdataFlightServer(fl.FlightServerBase):
             if descriptor.descriptor_type == fl.DescriptorType.PATH:
                 schema, table = _path(descriptor)
                 return self._table_flight_info(
-                    principal, self.core.engine.table_info(principal, schema, table)
+                    principal, self.engine.table_info(principal, schema, table)
                 )
             if self.sql_service is not None and self.sql_service.handles_command(
                 descriptor.command
@@ -173,7 +181,7 @@ class AgentdataFlightServer(fl.FlightServerBase):
                 with audit.channel("flightsql"):
                     return self.sql_service.get_flight_info(context, principal, descriptor)
             sql, truncate = _command(descriptor.command)
-            _, schema = self.core.engine.schema_of(principal, sql)
+            _, schema = self.engine.schema_of(principal, sql)
             entry = self.tickets.issue(principal, sql, truncate=truncate)
             return fl.FlightInfo(schema, descriptor, [fl.FlightEndpoint(entry.ticket, [])], -1, -1)
 
@@ -185,7 +193,7 @@ class AgentdataFlightServer(fl.FlightServerBase):
             if descriptor.descriptor_type == fl.DescriptorType.PATH:
                 schema, table = _path(descriptor)
                 return fl.SchemaResult(
-                    self.core.engine.table_info(principal, schema, table).arrow_schema
+                    self.engine.table_info(principal, schema, table).arrow_schema
                 )
             if self.sql_service is not None and self.sql_service.handles_command(
                 descriptor.command
@@ -193,7 +201,7 @@ class AgentdataFlightServer(fl.FlightServerBase):
                 with audit.channel("flightsql"):
                     return self.sql_service.get_schema(context, principal, descriptor)
             sql, _ = _command(descriptor.command)
-            return fl.SchemaResult(self.core.engine.schema_of(principal, sql)[1])
+            return fl.SchemaResult(self.engine.schema_of(principal, sql)[1])
 
     def _table_flight_info(self, principal: Principal, table: TableInfo) -> fl.FlightInfo:
         sql = f"SELECT * FROM {quote_ident(table.schema)}.{quote_ident(table.name)}"
@@ -225,7 +233,7 @@ class AgentdataFlightServer(fl.FlightServerBase):
             entry = self.tickets.redeem(principal, ticket.ticket)
             options = StreamOptions(query_id=entry.query_id, truncate=entry.truncate)
             stream = open_flight_stream(
-                self.core, context, principal, entry.sql, options, protocol="flight"
+                self.engine, context, principal, entry.sql, options, protocol="flight"
             )
             return to_data_stream(stream, _with_truncation_note(stream, options, principal))
 
@@ -250,7 +258,7 @@ class AgentdataFlightServer(fl.FlightServerBase):
             request = _ingest_request(descriptor)
             stream, incomplete = _upload_stream(descriptor, reader)
             result = ingest(
-                self.core.engine,
+                self.engine,
                 principal,
                 request,
                 stream,
@@ -289,16 +297,14 @@ class AgentdataFlightServer(fl.FlightServerBase):
     def _plain_action(self, principal: Principal, action: fl.Action) -> list[bytes]:
         body = action.body.to_pybytes() if action.body is not None else b""
         if action.type == "health":
-            return [json.dumps({"status": "ok", **self.core.engine.health()}).encode()]
+            return [json.dumps({"status": "ok", **self.engine.health()}).encode()]
         if action.type == "cancel":
             query_id = body.decode("utf-8", "replace").strip()
             if not query_id:
                 raise InvalidArgument("cancel needs the query's ticket (or query id) as body")
-            return [
-                json.dumps({"cancelled": self.core.engine.cancel(principal, query_id)}).encode()
-            ]
+            return [json.dumps({"cancelled": self.engine.cancel(principal, query_id)}).encode()]
         if action.type == "execute":
-            outcome = self.core.engine.run_write(principal, _utf8(body))
+            outcome = self.engine.run_write(principal, _utf8(body))
             if outcome.returned is None:
                 return [json.dumps({"rows": outcome.rows}).encode()]
             # RETURNING: the count, then the returned rows as one Arrow IPC stream.
@@ -309,14 +315,16 @@ class AgentdataFlightServer(fl.FlightServerBase):
     # -- lifecycle ---------------------------------------------------------------
     def stop(self) -> None:
         """Cancel open streams, then stop accepting calls (waits for handlers to end)."""
-        cancelled = self.core.engine.cancel_all("the server is shutting down")
+        cancelled = self.engine.cancel_all("the server is shutting down")
         if cancelled:
             log.info("shutdown: cancelled %d running queries", cancelled)
         self.shutdown()
+        if self.sql_service is not None:
+            self.sql_service.close()
 
 
 def open_flight_stream(
-    core: Core,
+    engine: Engine,
     context: fl.ServerCallContext,
     principal: Principal,
     sql: str,
@@ -337,7 +345,7 @@ def open_flight_stream(
     options.is_cancelled = context.is_cancelled
     options.on_finish = finished
     try:
-        stream = core.engine.open_stream(principal, sql, options)
+        stream = engine.open_stream(principal, sql, options)
     except Exception:
         metrics.ACTIVE_STREAMS.dec()
         metrics.QUERIES.labels(protocol, "error").inc()
@@ -349,9 +357,10 @@ def open_flight_stream(
 def to_data_stream(stream: ResultStream, items: Iterator[Any] | None = None) -> fl.FlightDataStream:
     """The Flight stream for a result: GeneratorStream, so error codes survive mid-stream.
 
-    GeneratorStream sends a bare RecordBatch without its dictionaries; for results with
-    dictionary columns (DuckDB ENUMs) each batch goes out as a one-batch Table, which
-    pyarrow sends through RecordBatchStream, dictionaries first.
+    GeneratorStream sends a bare RecordBatch without its dictionaries, which strict
+    readers (Go, so ADBC) reject; for results with dictionary columns (DuckDB ENUMs)
+    each batch goes out as a one-batch Table, which pyarrow sends through
+    RecordBatchStream, dictionaries first. Both protocols stream through here.
     """
     batches = items if items is not None else guard_stream(iter(stream))
     if any(pa.types.is_dictionary(f.type) for f in stream.schema):
@@ -488,10 +497,15 @@ def _iso(ts: float | None) -> str | None:
 
 
 def build_flight_server(
-    core: Core, *, sql_service: CommandService | None = None
+    engine: Engine,
+    tokens: TokenVerifier,
+    settings: Settings,
+    *,
+    sql_service: CommandService | None = None,
 ) -> AgentdataFlightServer:
-    """Build the Flight server from the core's settings (host, port, TLS)."""
-    s = core.settings
+    """Build the Flight server over `engine`, authenticating with `tokens`, listening
+    where `settings` say (host, flight_port, TLS files; its port is bound on return)."""
+    s = settings
     tls_certificates = None
     root_certificates = None
     scheme = "grpc+tcp"
@@ -505,7 +519,8 @@ def build_flight_server(
             raise InvalidArgument("tls_client_ca (mutual TLS) needs tls_cert and tls_key")
         root_certificates = Path(s.tls_client_ca).read_bytes()
     return AgentdataFlightServer(
-        core,
+        engine,
+        tokens,
         f"{scheme}://{s.host}:{s.flight_port}",
         tickets=TicketStore(s.ticket_ttl_s),
         sql_service=sql_service,

@@ -20,7 +20,7 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from agentdata.errors import Unauthenticated
-from agentdata.tokens import Principal, TokenService
+from agentdata.tokens import Principal, TokenVerifier
 
 #: Where the verified principal rides in the request's ASGI scope["state"].
 PRINCIPAL_KEY = "agentdata.principal"
@@ -41,7 +41,7 @@ def principal_of(request: Any) -> Principal:
 class BearerAuth:
     """ASGI middleware: verify `Authorization: Bearer`, or raise Unauthenticated (401)."""
 
-    def __init__(self, app: ASGIApp, tokens: TokenService) -> None:
+    def __init__(self, app: ASGIApp, tokens: TokenVerifier) -> None:
         self.app = app
         self.tokens = tokens
 

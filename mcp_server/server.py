@@ -1,4 +1,4 @@
-"""The MCP server: tools and table resources over the core, one handler recipe each.
+"""The MCP server: tools and table resources over `AgentTools`, one handler recipe each.
 
 Every tool follows the same recipe: the caller's principal (verified from its Bearer
 token by `mcp_server.http` for this very HTTP request) -> `AgentTools` -> an answer,
@@ -32,7 +32,6 @@ from mcp_types import (
 from pydantic import Field
 
 from agentdata import __version__, audit
-from agentdata.core import Core
 from agentdata.errors import AgentdataError, NotFound, PermissionDenied
 from agentdata.names import split_identifier
 from agentdata.tokens import Principal
@@ -58,9 +57,8 @@ _READ_ONLY = ToolAnnotations(read_only_hint=True, open_world_hint=False)
 _STARTS_JOB = ToolAnnotations(read_only_hint=False, destructive_hint=False, open_world_hint=False)
 
 
-def build_mcp(core: Core, tools: AgentTools | None = None) -> MCPServer:
-    """The MCP server over `core` (tests may pass their own `AgentTools`)."""
-    tools = tools or AgentTools(core)
+def build_mcp(tools: AgentTools) -> MCPServer:
+    """The MCP server answering with `tools` (tests may build theirs over fakes)."""
     server: MCPServer = MCPServer(
         "agentdata",
         title="agentdata",

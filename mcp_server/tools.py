@@ -1,4 +1,4 @@
-"""What each MCP tool does, over the core, for one calling token.
+"""What each MCP tool does, over the engine and the job store, for one calling token.
 
 Each method takes the caller's `Principal` and the tool's arguments and returns an
 `Answer`: the structured content (a dict shaped like the tool's output model in
@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
-from agentdata.core import Core
-from agentdata.engine import StreamOptions, TableInfo
+from agentdata.engine import Engine, StreamOptions, TableInfo
 from agentdata.errors import InvalidArgument
-from agentdata.export_runs import start_export
+from agentdata.export_runs import StartedExport
 from agentdata.freshness import read_freshness
 from agentdata.governance import mask_of, masked_type
+from agentdata.jobs import JobStore
 from agentdata.names import parse_table_ref, qualified, quote_ident
 from agentdata.tokens import Principal
 from mcp_server import values
@@ -39,23 +39,45 @@ class Answer:
     summary: str
 
 
-class AgentTools:
-    """The MCP tools over one core (shared by every session and token)."""
+class StartExport(Protocol):
+    """Queue an export job (`agentdata.export_runs.start_export` bound to the core)."""
 
-    def __init__(self, core: Core) -> None:
-        self.core = core
+    def __call__(
+        self, principal: Principal, sql: str, *, fmt: str, truncate: bool
+    ) -> StartedExport: ...
+
+
+class AgentTools:
+    """The MCP tools (shared by every session and token), over the collaborators they
+    use: the engine, the job store, how to start an export, the result budget and the
+    Flight URL the hints name (None when unknown)."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        jobs: JobStore,
+        *,
+        start_export: StartExport,
+        max_result_chars: int,
+        flight_url: str | None = None,
+    ) -> None:
+        self.engine = engine
+        self.jobs = jobs
+        self.start_export = start_export
+        self.max_result_chars = max_result_chars
+        self.flight_url = flight_url
 
     # -- discovery -----------------------------------------------------------------
     def list_tables(self, principal: Principal) -> Answer:
-        tables = [_listed(t) for t in self.core.engine.list_tables(principal)]
+        tables = [_listed(t) for t in self.engine.list_tables(principal)]
         return Answer({"tables": tables}, f"{len(tables)} table(s) this token may read")
 
     def readable_tables(self, principal: Principal) -> list[str]:
         """ "schema.name" of every table the token may read (for hints and resources)."""
-        return [qualified(t.schema, t.name) for t in self.core.engine.list_tables(principal)]
+        return [qualified(t.schema, t.name) for t in self.engine.list_tables(principal)]
 
     def describe_table(self, principal: Principal, table: str) -> Answer:
-        engine = self.core.engine
+        engine = self.engine
         schema, name = parse_table_ref(table)
         info = engine.table_info(principal, schema, name)
         types = engine.column_types(info.schema, info.name)
@@ -91,11 +113,11 @@ class AgentTools:
         sql = (
             f"SELECT * FROM {quote_ident(info.schema)}.{quote_ident(info.name)} LIMIT {SAMPLE_ROWS}"
         )
-        stream = self.core.engine.open_stream(
+        stream = self.engine.open_stream(
             sampler, sql, StreamOptions(truncate=True, reads_only=True)
         )
         try:
-            return values.collect(stream, stream.schema, self.core.settings.mcp_max_result_chars)
+            return values.collect(stream, stream.schema, self.max_result_chars)
         finally:
             stream.close()
 
@@ -105,8 +127,8 @@ class AgentTools:
             raise InvalidArgument("max_rows must be at least 1")
         cap = min(max_rows, principal.max_rows) if principal.max_rows else max_rows
         options = StreamOptions(truncate=True, max_rows=cap, reads_only=True)
-        budget = self.core.settings.mcp_max_result_chars
-        stream = self.core.engine.open_stream(principal, sql, options)
+        budget = self.max_result_chars
+        stream = self.engine.open_stream(principal, sql, options)
         try:
             page = values.collect(stream, stream.schema, budget)
         finally:
@@ -144,11 +166,11 @@ class AgentTools:
             "(then job_status for its download path), run it over Flight SQL, or narrow "
             "the query (fewer columns, filters, aggregates, LIMIT/OFFSET)",
             "export": {"sql": sql, "format": "parquet"},
-            "flight_sql": {"uri": self.core.endpoints.get("flight"), "query": sql},
+            "flight_sql": {"uri": self.flight_url, "query": sql},
         }
 
     def explain(self, principal: Principal, sql: str) -> Answer:
-        stmt, estimate = self.core.engine.estimate(principal, sql)
+        stmt, estimate = self.engine.estimate(principal, sql)
         budget = principal.max_scan_rows
         data = {
             "plan": estimate.plan,
@@ -170,7 +192,7 @@ class AgentTools:
 
     # -- jobs ----------------------------------------------------------------------
     def export(self, principal: Principal, sql: str, fmt: str, truncate: bool = False) -> Answer:
-        started = start_export(self.core, principal, sql, fmt=fmt, truncate=truncate)
+        started = self.start_export(principal, sql, fmt=fmt, truncate=truncate)
         data = {
             "job_id": started.job.id,
             "state": started.job.state,
@@ -180,7 +202,7 @@ class AgentTools:
         return Answer(data, f"export job {started.job.id} {started.job.state}: poll job_status")
 
     def job_status(self, principal: Principal, job_id: str) -> Answer:
-        job = self.core.jobs.get_for(principal, job_id)
+        job = self.jobs.get_for(principal, job_id)
         result = job.result or {}
         artefact = None
         if job.state == "succeeded" and result.get("artefact_id"):
@@ -210,8 +232,8 @@ class AgentTools:
     # -- resources -----------------------------------------------------------------
     def table_resource(self, principal: Principal, schema: str, name: str) -> dict[str, Any]:
         """A table's schema as the resource `agentdata://table/{schema}/{name}` shows it."""
-        info = self.core.engine.table_info(principal, schema, name)
-        types = self.core.engine.column_types(info.schema, info.name)
+        info = self.engine.table_info(principal, schema, name)
+        types = self.engine.column_types(info.schema, info.name)
         return {
             "table": qualified(info.schema, info.name),
             "kind": info.kind,

@@ -10,20 +10,23 @@ inspection and the broker, in the same shapes as the embedded runner's
 `agentdata.errors.Unavailable` (the broker is the job layer's edge). Credentials in
 task params (`agentdata.tasks.SECRET_PARAMS`) never reach Celery's task repr.
 
-`celery_component()` is the `serve` component the launcher starts with a Redis URL.
+The launcher builds a `CeleryDispatcher` when a Redis URL is set and hands it to
+`Core.open`; its readiness probe (`probes`: the broker) and its gauge refresher come
+with it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from agentdata.errors import Unavailable
 from agentdata.settings import Settings
 from agentdata.tasks import (
     TASK_KINDS,
+    Endpoints,
     kind_of_celery_name,
     new_task_id,
     queue_names,
@@ -210,6 +213,19 @@ class CeleryDispatcher:
             )
         return out
 
+    def probes(self) -> Mapping[str, Callable[[], object]]:
+        """Readiness: the broker answers."""
+        return {"broker": self.probe}
+
+    def start(self, core: Core, endpoints: Endpoints | None = None) -> None:
+        """Check the broker once, for the log: tasks run on workers, not here."""
+        try:
+            self.probe()
+            log.info("tasks go to Celery workers (broker answers)")
+        except Unavailable as e:
+            # Serve anyway: /readyz reports the broker, exports answer 503 until it is back.
+            log.warning("tasks go to Celery workers, but %s", e.message)
+
     def refresh_gauges(self) -> None:
         """Queue depths from the broker, for /metrics (skipped while it is down)."""
         from agentdata import metrics
@@ -227,26 +243,3 @@ class CeleryDispatcher:
                 self._redis.close()
         with contextlib.suppress(Exception):
             self.app.close()
-
-
-def celery_component() -> tuple[Callable[[Core], None], Callable[[Core], None]]:
-    """The `serve` component that dispatches to Celery and probes the broker."""
-
-    def start(core: Core) -> None:
-        dispatcher = CeleryDispatcher(core.settings)
-        core.dispatcher = dispatcher
-        core.probes["broker"] = dispatcher.probe
-        core.gauge_refreshers.append(dispatcher.refresh_gauges)
-        try:
-            dispatcher.probe()
-            log.info("tasks go to Celery workers (broker answers)")
-        except Unavailable as e:
-            # Serve anyway: /readyz reports the broker, exports answer 503 until it is back.
-            log.warning("tasks go to Celery workers, but %s", e.message)
-
-    def stop(core: Core) -> None:
-        dispatcher = core.dispatcher
-        if dispatcher is not None:
-            dispatcher.close()
-
-    return start, stop

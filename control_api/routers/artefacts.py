@@ -23,7 +23,7 @@ from starlette.types import Receive, Scope, Send
 from agentdata.artefacts import Artefact, check_owner_filter, check_sha256
 from agentdata.bounds import MAX_INT64
 from agentdata.errors import InvalidArgument, NotFound
-from control_api.deps import CoreDep, PrincipalDep
+from control_api.deps import ArtefactsDep, JobsDep, PrincipalDep, SettingsDep
 from control_api.errors import problem
 from control_api.timestamps import Timestamp
 from control_api.upload import UploadIdle, receive_upload
@@ -117,7 +117,9 @@ def _out(art: Artefact) -> ArtefactOut:
 )
 async def upload_artefact(
     request: Request,
-    core: CoreDep,
+    store: ArtefactsDep,
+    jobs: JobsDep,
+    settings: SettingsDep,
     principal: PrincipalDep,
     x_checksum_sha256: Annotated[
         str | None,
@@ -131,14 +133,13 @@ async def upload_artefact(
     `content_type` (else the part's Content-Type).
     """
     expected = check_sha256(x_checksum_sha256)
-    store = core.artefacts
     with store.open_temp() as tmp:
         try:
             form = await receive_upload(
                 request,
                 tmp,
                 quota_left=store.remaining_quota(principal.token_id),
-                idle_timeout_s=core.settings.upload_idle_timeout_s,
+                idle_timeout_s=settings.upload_idle_timeout_s,
             )
         except ClientDisconnect:
             log.info("upload aborted: the client disconnected after %d bytes", tmp.size)
@@ -147,14 +148,14 @@ async def upload_artefact(
             return problem(
                 408,
                 "request_timeout",
-                f"no upload data for {core.settings.upload_idle_timeout_s:g} s",
+                f"no upload data for {settings.upload_idle_timeout_s:g} s",
             )
         source = form.fields.get("source") or "upload"
         job_id = form.fields.get("job_id") or None
         owner = principal.token_id
         if job_id is not None:
             try:
-                job = core.jobs.get_for(principal, job_id)
+                job = jobs.get_for(principal, job_id)
             except NotFound:
                 raise InvalidArgument(f"no job with id {job_id[:64]!r}") from None
             owner = job.owner or principal.token_id
@@ -181,7 +182,7 @@ async def upload_artefact(
     responses={403: {"description": "`owner` names another token, and this one is no admin."}},
 )
 def list_artefacts(
-    core: CoreDep,
+    artefacts: ArtefactsDep,
     principal: PrincipalDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
     offset: Annotated[int, Query(ge=0, le=MAX_INT64)] = 0,
@@ -191,7 +192,7 @@ def list_artefacts(
     job_id: str | None = None,
 ) -> ArtefactPage:
     """Artefacts visible to this token, newest first (expired ones are hidden)."""
-    items, total = core.artefacts.list(
+    items, total = artefacts.list(
         owner=check_owner_filter(principal, owner),
         source=source,
         name_prefix=name,
@@ -203,22 +204,22 @@ def list_artefacts(
 
 
 @router.get("/usage", response_model=Usage)
-def artefact_usage(core: CoreDep, principal: PrincipalDep) -> Usage:
+def artefact_usage(artefacts: ArtefactsDep, principal: PrincipalDep) -> Usage:
     """Bytes and counts per owner and in total, with the quota (non-admins: their own)."""
-    usage = core.artefacts.usage(None if principal.is_admin else principal.token_id)
+    usage = artefacts.usage(None if principal.is_admin else principal.token_id)
     return Usage(**usage)
 
 
 @router.get("/{artefact_id}", response_model=ArtefactOut)
-def get_artefact(artefact_id: str, core: CoreDep, principal: PrincipalDep) -> ArtefactOut:
+def get_artefact(artefact_id: str, artefacts: ArtefactsDep, principal: PrincipalDep) -> ArtefactOut:
     """An artefact's metadata."""
-    return _out(core.artefacts.get_for(principal, artefact_id))
+    return _out(artefacts.get_for(principal, artefact_id))
 
 
 @router.delete("/{artefact_id}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_artefact(artefact_id: str, core: CoreDep, principal: PrincipalDep) -> Response:
+def delete_artefact(artefact_id: str, artefacts: ArtefactsDep, principal: PrincipalDep) -> Response:
     """Delete the file and its record together."""
-    core.artefacts.delete_for(principal, artefact_id)
+    artefacts.delete_for(principal, artefact_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -234,14 +235,14 @@ def delete_artefact(artefact_id: str, core: CoreDep, principal: PrincipalDep) ->
 )
 def artefact_content(
     artefact_id: str,
-    core: CoreDep,
+    artefacts: ArtefactsDep,
     principal: PrincipalDep,
     range_: Annotated[str | None, Header(alias="range")] = None,
     if_none_match: Annotated[str | None, Header()] = None,
     if_range: Annotated[str | None, Header()] = None,
 ) -> Response:
     """The artefact's bytes: ETag is the quoted SHA-256; single byte ranges are served."""
-    art = core.artefacts.get_for(principal, artefact_id)
+    art = artefacts.get_for(principal, artefact_id)
     etag = f'"{art.sha256}"'
     headers = {
         "ETag": etag,
@@ -268,7 +269,7 @@ def artefact_content(
             start, end = parsed
             length, status_code = end - start + 1, 206
             headers["Content-Range"] = f"bytes {start}-{end}/{art.size}"
-    f = core.artefacts.open(art)
+    f = artefacts.open(art)
     headers["Content-Length"] = str(length)
     # Set verbatim: Starlette would append a charset to text/* types.
     headers["Content-Type"] = art.content_type

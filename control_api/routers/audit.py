@@ -21,7 +21,7 @@ from pydantic import BaseModel
 from agentdata.audit import AuditFilter
 from agentdata.errors import InvalidArgument
 from agentdata.timestamps import seconds
-from control_api.deps import AdminDep, CoreDep
+from control_api.deps import AdminDep, EngineDep
 from control_api.timestamps import Timestamp
 
 router = APIRouter(prefix="/api/v1/audit", tags=["audit"])
@@ -64,7 +64,7 @@ def _time(value: str | None, name: str) -> float | None:
 
 @router.get("", response_model=AuditPage)
 def list_audit(
-    core: CoreDep,
+    engine: EngineDep,
     admin: AdminDep,
     token_id: str | None = None,
     since: Annotated[str | None, Query(description="RFC 3339 or Unix seconds")] = None,
@@ -75,7 +75,7 @@ def list_audit(
     cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
 ) -> AuditPage:
     """Audit records, newest first, filtered and paged."""
-    log = core.engine.audit
+    log = engine.audit
     if log is None:
         return AuditPage(items=[])
     if cursor is not None and not cursor.isdigit():

@@ -14,7 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from agentdata import __version__
 from agentdata.metrics import REGISTRY
-from control_api.deps import CoreDep, MaybePrincipalDep, PrincipalDep
+from control_api.deps import CoreDep, EngineDep, MaybePrincipalDep, PrincipalDep, ProbesDep
 
 router = APIRouter(tags=["operations"])
 
@@ -34,7 +34,7 @@ def healthz() -> dict[str, str]:
         }
     },
 )
-def readyz(core: CoreDep, principal: MaybePrincipalDep) -> JSONResponse:
+def readyz(engine: EngineDep, probes: ProbesDep, principal: MaybePrincipalDep) -> JSONResponse:
     """The database (and, when configured, the broker) answers: 200 or 503.
 
     Anyone may ask (probes carry no token) and gets only `{"status": ...}`; an admin
@@ -43,12 +43,12 @@ def readyz(core: CoreDep, principal: MaybePrincipalDep) -> JSONResponse:
     checks: dict[str, Any] = {}
     ok = True
     try:
-        core.engine.health()
+        engine.health()
         checks["database"] = "ok"
     except Exception as e:  # readiness reports, it does not raise
         ok = False
         checks["database"] = f"error: {e}"
-    for name, probe in core.probes.items():
+    for name, probe in probes.items():
         try:
             probe()
             checks[name] = "ok"
@@ -63,6 +63,7 @@ def readyz(core: CoreDep, principal: MaybePrincipalDep) -> JSONResponse:
 
 @router.get("/metrics")
 def prometheus_metrics(core: CoreDep, principal: PrincipalDep) -> Response:
-    """Prometheus text format."""
+    """Prometheus text format (the core refreshes the gauges of every store and the
+    task dispatcher first)."""
     core.refresh_gauges()
     return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)

@@ -21,7 +21,7 @@ from agentdata.bounds import MAX_INT64, Count, Name
 from agentdata.errors import Conflict, InvalidArgument, PermissionDenied
 from agentdata.jobs import JobState
 from agentdata.tasks import JobKind
-from control_api.deps import CoreDep, PrincipalDep
+from control_api.deps import JobsDep, PrincipalDep
 from control_api.timestamps import Timestamp
 
 router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
@@ -102,7 +102,7 @@ class JobEvent(BaseModel):
     responses={403: {"description": "`owner` names another token, and this one is no admin."}},
 )
 def list_jobs(
-    core: CoreDep,
+    jobs: JobsDep,
     principal: PrincipalDep,
     kind: JobKind | None = None,
     state: JobStateName | None = None,
@@ -115,16 +115,16 @@ def list_jobs(
         if owner is not None and owner != principal.token_id:
             raise PermissionDenied("only an admin may list another token's jobs")
         owner = principal.token_id
-    jobs, total = core.jobs.list(owner=owner, kind=kind, state=state, limit=limit, offset=offset)
+    page, total = jobs.list(owner=owner, kind=kind, state=state, limit=limit, offset=offset)
     return JobPage(
-        items=[JobOut(**j.to_dict()) for j in jobs], total=total, limit=limit, offset=offset
+        items=[JobOut(**j.to_dict()) for j in page], total=total, limit=limit, offset=offset
     )
 
 
 @router.get("/{job_id}", response_model=JobOut)
-def get_job(job_id: str, core: CoreDep, principal: PrincipalDep) -> JobOut:
+def get_job(job_id: str, jobs: JobsDep, principal: PrincipalDep) -> JobOut:
     """One job, with its progress, result or error."""
-    return JobOut(**core.jobs.get_for(principal, job_id).to_dict())
+    return JobOut(**jobs.get_for(principal, job_id).to_dict())
 
 
 @router.delete(
@@ -132,10 +132,10 @@ def get_job(job_id: str, core: CoreDep, principal: PrincipalDep) -> JobOut:
     response_model=JobOut,
     responses={409: {"description": "The job has finished already."}},
 )
-def cancel_job(job_id: str, core: CoreDep, principal: PrincipalDep) -> JobOut:
+def cancel_job(job_id: str, jobs: JobsDep, principal: PrincipalDep) -> JobOut:
     """Request cancellation: a queued job is cancelled at once; a running one stops at
     its next progress report (the answer shows `cancel_requested`). 409 if finished."""
-    return JobOut(**core.jobs.request_cancel(principal, job_id).to_dict())
+    return JobOut(**jobs.request_cancel(principal, job_id).to_dict())
 
 
 @router.post(
@@ -146,9 +146,8 @@ def cancel_job(job_id: str, core: CoreDep, principal: PrincipalDep) -> JobOut:
         409: {"description": "The job has finished (or was cancelled) already."},
     },
 )
-def post_job_event(job_id: str, body: JobEvent, core: CoreDep, principal: PrincipalDep) -> JobOut:
+def post_job_event(job_id: str, body: JobEvent, jobs: JobsDep, principal: PrincipalDep) -> JobOut:
     """Record a worker's report (admin tokens or the job's owner); answers the job."""
-    jobs = core.jobs
     job = jobs.get_for(principal, job_id)
     if JobState(job.state).finished:
         raise Conflict(f"job already {job.state}")

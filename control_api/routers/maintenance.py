@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field
 from agentdata import maintenance
 from agentdata.bounds import Name
 from agentdata.timestamps import rfc3339
-from control_api.deps import AdminDep, CoreDep
+from control_api.deps import AdminDep, CoreDep, JobsDep, SettingsDep
 from control_api.routers.jobs import JobOut
 
 router = APIRouter(prefix="/api/v1/maintenance", tags=["maintenance"])
@@ -37,11 +37,10 @@ class RunRequest(BaseModel):
 
 
 @router.get("")
-def list_rules(core: CoreDep, admin: AdminDep) -> dict[str, Any]:
+def list_rules(settings: SettingsDep, jobs: JobsDep, admin: AdminDep) -> dict[str, Any]:
     """Each rule with its period, ages and last run."""
-    settings = core.settings
     periods = maintenance.schedule(settings)
-    last = maintenance.last_runs(core)
+    last = maintenance.last_runs(jobs)
     return {
         "scheduler": "celery beat" if settings.redis_url else "in-process",
         "ages": maintenance.ages(settings),

@@ -20,9 +20,10 @@ from fastapi import APIRouter, Response, status
 from pydantic import BaseModel, Field
 
 from agentdata.descriptions import MAX_DESCRIPTION_CHARS
+from agentdata.engine import Engine
 from agentdata.errors import Unavailable
 from agentdata.federation import Federation
-from control_api.deps import AdminDep, CoreDep
+from control_api.deps import AdminDep, EngineDep
 
 router = APIRouter(prefix="/api/v1/remote-tables", tags=["remote tables"])
 
@@ -38,8 +39,8 @@ class RemoteTableIn(BaseModel):
     description: str | None = Field(None, max_length=MAX_DESCRIPTION_CHARS)
 
 
-def _federation(core: Any) -> Federation:
-    federation: Federation | None = core.engine.federation
+def _federation(engine: Engine) -> Federation:
+    federation: Federation | None = engine.federation
     if federation is None:
         raise Unavailable("federation is not configured on this server")
     return federation
@@ -50,10 +51,10 @@ def _federation(core: Any) -> Federation:
     status_code=status.HTTP_201_CREATED,
     responses={409: {"description": "The name is taken."}, 503: {"description": "Snowflake down."}},
 )
-def declare(body: RemoteTableIn, core: CoreDep, admin: AdminDep) -> dict[str, Any]:
+def declare(body: RemoteTableIn, engine: EngineDep, admin: AdminDep) -> dict[str, Any]:
     """Declare a remote table: its columns and row count are read from Snowflake now."""
-    remote = _federation(core).declare(
-        core.engine,
+    remote = _federation(engine).declare(
+        engine,
         body.name,
         body.source,
         description=body.description,
@@ -63,21 +64,21 @@ def declare(body: RemoteTableIn, core: CoreDep, admin: AdminDep) -> dict[str, An
 
 
 @router.get("")
-def list_remote_tables(core: CoreDep, admin: AdminDep) -> dict[str, Any]:
+def list_remote_tables(engine: EngineDep, admin: AdminDep) -> dict[str, Any]:
     """Every remote table, with its source, columns and row count."""
-    return {"items": [t.to_dict() for t in _federation(core).catalog.all()]}
+    return {"items": [t.to_dict() for t in _federation(engine).catalog.all()]}
 
 
 @router.get("/{name}", responses={404: {"description": "No such remote table."}})
-def get_remote_table(name: str, core: CoreDep, admin: AdminDep) -> dict[str, Any]:
+def get_remote_table(name: str, engine: EngineDep, admin: AdminDep) -> dict[str, Any]:
     """One remote table."""
-    return _federation(core).catalog.require(name).to_dict()
+    return _federation(engine).catalog.require(name).to_dict()
 
 
 @router.post("/{name}/refresh", responses={404: {"description": "No such remote table."}})
-def refresh_remote_table(name: str, core: CoreDep, admin: AdminDep) -> dict[str, Any]:
+def refresh_remote_table(name: str, engine: EngineDep, admin: AdminDep) -> dict[str, Any]:
     """Read the table's columns and row count from Snowflake again."""
-    return _federation(core).refresh(core.engine, name).to_dict()
+    return _federation(engine).refresh(engine, name).to_dict()
 
 
 @router.delete(
@@ -85,7 +86,7 @@ def refresh_remote_table(name: str, core: CoreDep, admin: AdminDep) -> dict[str,
     status_code=status.HTTP_204_NO_CONTENT,
     responses={404: {"description": "No such remote table."}},
 )
-def delete_remote_table(name: str, core: CoreDep, admin: AdminDep) -> Response:
+def delete_remote_table(name: str, engine: EngineDep, admin: AdminDep) -> Response:
     """Forget a remote table (the Snowflake table is untouched)."""
-    _federation(core).drop(core.engine, name)
+    _federation(engine).drop(engine, name)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -27,8 +27,9 @@ from pydantic import BaseModel, Field
 from agentdata import sync_runs
 from agentdata.bounds import PositiveCount
 from agentdata.errors import NotFound
+from agentdata.jobs import JobStore
 from agentdata.syncs import Lookback, Schedule, SyncSpec
-from control_api.deps import AdminDep, CoreDep
+from control_api.deps import AdminDep, CoreDep, JobsDep, SyncsDep
 from control_api.routers.jobs import AttemptOut
 from control_api.timestamps import Timestamp
 
@@ -100,12 +101,12 @@ class DueStarted(BaseModel):
     started: list[dict[str, Any]] = Field(description="[{name, job_id}] (or {name, error}).")
 
 
-def _out(core: Any, record: dict[str, Any]) -> SyncOut:
+def _out(jobs: JobStore, record: dict[str, Any]) -> SyncOut:
     name = record["spec"]["name"]
     last = None
     if record["last_job_id"]:
         try:
-            job = core.jobs.get(record["last_job_id"])
+            job = jobs.get(record["last_job_id"])
             last = LastJob(
                 id=job.id,
                 state=job.state,
@@ -120,7 +121,7 @@ def _out(core: Any, record: dict[str, Any]) -> SyncOut:
             )
         except NotFound:  # cleaned up by maintenance
             last = None
-    return SyncOut(**record, running_job_id=sync_runs.active_job(core, name), last_job=last)
+    return SyncOut(**record, running_job_id=sync_runs.active_job(jobs, name), last_job=last)
 
 
 @router.post(
@@ -129,16 +130,16 @@ def _out(core: Any, record: dict[str, Any]) -> SyncOut:
     response_model=SyncOut,
     responses={409: {"description": "A sync of that name exists."}},
 )
-def create_sync(spec: SyncSpec, core: CoreDep, admin: AdminDep) -> SyncOut:
+def create_sync(spec: SyncSpec, syncs: SyncsDep, jobs: JobsDep, admin: AdminDep) -> SyncOut:
     """Create a sync spec (it runs on its schedule, or when `.../run` is posted)."""
-    core.syncs.create(spec, origin="api")
-    return _out(core, core.syncs.record(spec.name))
+    syncs.create(spec, origin="api")
+    return _out(jobs, syncs.record(spec.name))
 
 
 @router.get("", response_model=SyncList)
-def list_syncs(core: CoreDep, admin: AdminDep) -> SyncList:
+def list_syncs(syncs: SyncsDep, jobs: JobsDep, admin: AdminDep) -> SyncList:
     """Every sync spec, by name, with its runs and last job."""
-    return SyncList(items=[_out(core, r) for r in core.syncs.list()])
+    return SyncList(items=[_out(jobs, r) for r in syncs.list()])
 
 
 @router.post("/due", response_model=DueStarted)
@@ -149,23 +150,25 @@ def run_due(core: CoreDep, admin: AdminDep) -> DueStarted:
 
 
 @router.get("/{name}", response_model=SyncOut)
-def get_sync(name: str, core: CoreDep, admin: AdminDep) -> SyncOut:
+def get_sync(name: str, syncs: SyncsDep, jobs: JobsDep, admin: AdminDep) -> SyncOut:
     """One spec, its runs and the state of its last run."""
-    return _out(core, core.syncs.record(name))
+    return _out(jobs, syncs.record(name))
 
 
 @router.patch("/{name}", response_model=SyncOut)
-def update_sync(name: str, body: SyncPatch, core: CoreDep, admin: AdminDep) -> SyncOut:
+def update_sync(
+    name: str, body: SyncPatch, syncs: SyncsDep, jobs: JobsDep, admin: AdminDep
+) -> SyncOut:
     """Change some fields; the resulting spec is validated as a whole (400 if not valid)."""
     changes = body.model_dump(exclude_unset=True)
-    core.syncs.update(name, changes)
-    return _out(core, core.syncs.record(name))
+    syncs.update(name, changes)
+    return _out(jobs, syncs.record(name))
 
 
 @router.delete("/{name}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_sync(name: str, core: CoreDep, admin: AdminDep) -> Response:
+def delete_sync(name: str, syncs: SyncsDep, admin: AdminDep) -> Response:
     """Delete a spec (its table and past jobs stay)."""
-    core.syncs.delete(name)
+    syncs.delete(name)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 

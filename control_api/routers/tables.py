@@ -22,7 +22,7 @@ from agentdata.descriptions import MAX_DESCRIPTION_CHARS
 from agentdata.engine import TableInfo
 from agentdata.errors import InvalidArgument
 from agentdata.timestamps import rfc3339
-from control_api.deps import AdminDep, CoreDep, PrincipalDep
+from control_api.deps import AdminDep, EngineDep, MetaDep, PrincipalDep
 
 router = APIRouter(prefix="/api/v1/tables", tags=["tables"])
 
@@ -68,9 +68,9 @@ def table_entry(t: TableInfo) -> dict[str, Any]:
 
 
 @router.get("")
-def list_tables(core: CoreDep, principal: PrincipalDep) -> list[dict[str, Any]]:
+def list_tables(engine: EngineDep, principal: PrincipalDep) -> list[dict[str, Any]]:
     """Tables and views this token may read: columns, rows, descriptions, freshness."""
-    return [table_entry(t) for t in core.engine.list_tables(principal)]
+    return [table_entry(t) for t in engine.list_tables(principal)]
 
 
 @router.patch(
@@ -81,10 +81,15 @@ def list_tables(core: CoreDep, principal: PrincipalDep) -> list[dict[str, Any]]:
     },
 )
 def describe_table(
-    schema: str, name: str, body: DescriptionPatch, core: CoreDep, admin: AdminDep
+    schema: str,
+    name: str,
+    body: DescriptionPatch,
+    engine: EngineDep,
+    meta: MetaDep,
+    admin: AdminDep,
 ) -> dict[str, Any]:
     """Set the table's and its columns' descriptions (admin); answers the table."""
-    table = core.engine.table_info(admin, schema, name)
+    table = engine.table_info(admin, schema, name)
     columns = body.columns or {}
     unknown = sorted(set(columns) - set(table.arrow_schema.names))
     if unknown:
@@ -93,10 +98,10 @@ def describe_table(
             f"its columns: {', '.join(table.arrow_schema.names)}"
         )
     descriptions.update(
-        core.meta,
+        meta,
         table.qualified.lower(),
         table=body.description,
         set_table="description" in body.model_fields_set,
         columns=columns,
     )
-    return table_entry(core.engine.table_info(admin, schema, name))
+    return table_entry(engine.table_info(admin, schema, name))

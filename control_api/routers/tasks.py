@@ -11,10 +11,9 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from agentdata.core import Core
-from agentdata.errors import NotFound, Unavailable
-from agentdata.tasks import Dispatcher
-from control_api.deps import AdminDep, CoreDep
+from agentdata.errors import NotFound
+from agentdata.jobs import JobStore
+from control_api.deps import AdminDep, DispatcherDep, JobsDep
 from control_api.timestamps import with_rfc3339
 
 router = APIRouter(prefix="/api/v1/tasks", tags=["tasks"])
@@ -23,14 +22,8 @@ router = APIRouter(prefix="/api/v1/tasks", tags=["tasks"])
 _TIMES = ("submitted_at", "started_at", "finished_at")
 
 
-def _dispatcher(core: Core) -> Dispatcher:
-    if core.dispatcher is None:
-        raise Unavailable("this server runs no task dispatcher")
-    return core.dispatcher
-
-
-def _job_of(core: Core, task_id: str, *, history: bool = False) -> dict[str, Any] | None:
-    job = core.jobs.latest(task_id=task_id)
+def _job_of(jobs: JobStore, task_id: str, *, history: bool = False) -> dict[str, Any] | None:
+    job = jobs.latest(task_id=task_id)
     if job is None:
         return None
     out: dict[str, Any] = {"id": job.id, "kind": job.kind, "state": job.state}
@@ -43,11 +36,12 @@ def _job_of(core: Core, task_id: str, *, history: bool = False) -> dict[str, Any
 
 
 @router.get("/status/{task_id}")
-def task_status(task_id: str, core: CoreDep, admin: AdminDep) -> dict[str, Any]:
+def task_status(
+    task_id: str, dispatcher: DispatcherDep, jobs: JobsDep, admin: AdminDep
+) -> dict[str, Any]:
     """One task's state (and result or error), with the job it runs and that job's
     attempts: when each started and ended, and its error (step, code)."""
-    dispatcher = _dispatcher(core)
-    job = _job_of(core, task_id, history=True)
+    job = _job_of(jobs, task_id, history=True)
     try:
         out = dispatcher.status(task_id)
     except NotFound:
@@ -62,25 +56,22 @@ def task_status(task_id: str, core: CoreDep, admin: AdminDep) -> dict[str, Any]:
 
 
 @router.get("/active")
-def active_tasks(core: CoreDep, admin: AdminDep) -> dict[str, Any]:
+def active_tasks(dispatcher: DispatcherDep, jobs: JobsDep, admin: AdminDep) -> dict[str, Any]:
     """Tasks running now (and, with Celery, reserved by a worker)."""
-    dispatcher = _dispatcher(core)
     tasks = [with_rfc3339(t, *_TIMES) for t in dispatcher.active()]
     for t in tasks:
-        job = _job_of(core, t["task_id"]) if t.get("task_id") else None
+        job = _job_of(jobs, t["task_id"]) if t.get("task_id") else None
         t["job"] = job
     return {"runner": dispatcher.mode, "tasks": tasks}
 
 
 @router.get("/queues")
-def task_queues(core: CoreDep, admin: AdminDep) -> dict[str, Any]:
+def task_queues(dispatcher: DispatcherDep, admin: AdminDep) -> dict[str, Any]:
     """Each queue and the tasks waiting in it."""
-    dispatcher = _dispatcher(core)
     return {"runner": dispatcher.mode, "queues": dispatcher.queues()}
 
 
 @router.get("/workers")
-def task_workers(core: CoreDep, admin: AdminDep) -> dict[str, Any]:
+def task_workers(dispatcher: DispatcherDep, admin: AdminDep) -> dict[str, Any]:
     """Workers that answer now: their pool, concurrency and load."""
-    dispatcher = _dispatcher(core)
     return {"runner": dispatcher.mode, "workers": dispatcher.workers()}

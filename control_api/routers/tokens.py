@@ -8,7 +8,7 @@ from fastapi import APIRouter, status
 from pydantic import BaseModel, Field
 
 from agentdata.bounds import PositiveCount, Seconds, WholeSeconds
-from control_api.deps import AdminDep, CoreDep
+from control_api.deps import AdminDep, CoreDep, EngineDep, TokensDep
 from control_api.timestamps import Timestamp
 
 router = APIRouter(prefix="/api/v1/tokens", tags=["tokens"])
@@ -85,10 +85,12 @@ class TokenCreated(TokenOut):
         }
     },
 )
-def create_token(body: TokenCreate, core: CoreDep, admin: AdminDep) -> TokenCreated:
+def create_token(
+    body: TokenCreate, engine: EngineDep, tokens: TokensDep, admin: AdminDep
+) -> TokenCreated:
     """Issue a token. The response is the only place its secret ever appears."""
-    policy = core.engine.validate_governance(body.row_filters, body.column_masks)
-    record, token = core.tokens.create(
+    policy = engine.validate_governance(body.row_filters, body.column_masks)
+    record, token = tokens.create(
         name=body.name,
         role=body.role,
         tables=body.tables,
@@ -104,17 +106,19 @@ def create_token(body: TokenCreate, core: CoreDep, admin: AdminDep) -> TokenCrea
 
 
 @router.get("", response_model=list[TokenOut])
-def list_tokens(core: CoreDep, admin: AdminDep) -> list[TokenOut]:
+def list_tokens(tokens: TokensDep, admin: AdminDep) -> list[TokenOut]:
     """Every token issued (never the secrets)."""
-    return [TokenOut(**r.to_dict()) for r in core.tokens.list()]
+    return [TokenOut(**r.to_dict()) for r in tokens.list()]
 
 
 @router.get("/{token_id}", response_model=TokenOut)
-def get_token(token_id: str, core: CoreDep, admin: AdminDep) -> TokenOut:
-    return TokenOut(**core.tokens.get(token_id).to_dict())
+def get_token(token_id: str, tokens: TokensDep, admin: AdminDep) -> TokenOut:
+    return TokenOut(**tokens.get(token_id).to_dict())
 
 
 @router.delete("/{token_id}", response_model=TokenOut)
 def revoke_token(token_id: str, core: CoreDep, admin: AdminDep) -> TokenOut:
-    """Revoke a token; its next call on Flight or REST is refused."""
+    """Revoke a token; its next call on Flight or REST is refused.
+
+    A use case of the core: it also stops the token's queries and cancels its jobs."""
     return TokenOut(**core.revoke_token(token_id).to_dict())

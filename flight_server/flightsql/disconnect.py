@@ -41,6 +41,16 @@ class DisconnectWatcher:
         self._ids = itertools.count()
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
+        self._closed = False
+
+    def close(self) -> None:
+        """End the polling thread (the server is stopping)."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+            thread = self._thread
+        if thread is not None:
+            thread.join(5)
 
     @contextmanager
     def watching(
@@ -68,8 +78,10 @@ class DisconnectWatcher:
     def _run(self) -> None:
         while True:
             with self._cond:
-                while not self._watches:
+                while not self._watches and not self._closed:
                     self._cond.wait()
+                if self._closed:
+                    return
                 # Contexts are read under the lock: a handler cannot leave `watching()`
                 # (and so cannot end its call) while its context is being polled.
                 gone = [

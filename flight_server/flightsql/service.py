@@ -1,4 +1,4 @@
-"""The Flight SQL service: Flight SQL commands, tickets and actions, over the core.
+"""The Flight SQL service: Flight SQL commands, tickets and actions, over the engine.
 
 The Flight server routes every Any-wrapped Flight SQL message here (see
 `flight_server.server.CommandService`); each handler decodes the message, calls
@@ -36,8 +36,7 @@ from google.protobuf import message
 
 import agentdata
 from agentdata import metrics
-from agentdata.core import Core
-from agentdata.engine import ResultStream, StreamOptions
+from agentdata.engine import Engine, ResultStream, StreamOptions
 from agentdata.errors import (
     AgentdataError,
     Cancelled,
@@ -61,14 +60,15 @@ from flight_server.flightsql.prepared import ParamSet, PreparedStatement, Prepar
 from flight_server.flightsql.proto import FlightActions_pb2 as actions_pb
 from flight_server.flightsql.proto import FlightSql_pb2 as pb
 from flight_server.flightsql.started import StartedQueries, StartedQuery
-from flight_server.server import open_flight_stream
+from flight_server.server import open_flight_stream, to_data_stream
 from flight_server.tickets import TicketEntry, TicketStore
 
 log = logging.getLogger("agentdata.flightsql")
 
 PROTOCOL = "flightsql"
 
-#: Largest record batch sent in one message (half of ADBC's default 16 MiB limit).
+#: Largest record batch sent in one message (half of ADBC's default 16 MiB limit: a
+#: batch's IPC message is a little larger than the batch). The engine slices to it.
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 
 ACTIONS = [
@@ -123,12 +123,13 @@ _SERVER_READER = Principal(token_id="agentdata-flightsql", name="flightsql", rol
 
 
 class FlightSqlService:
-    """Flight SQL on the Flight server's port; built from the core alone."""
+    """Flight SQL on the Flight server's port; built from the engine alone."""
 
-    def __init__(self, core: Core, *, prepared_ttl_s: float = 1800.0) -> None:
-        self.core = core
-        # Replaced by the server's own store in use_tickets(), so both protocols share one.
-        self.tickets = TicketStore(core.settings.ticket_ttl_s)
+    def __init__(self, engine: Engine, *, prepared_ttl_s: float = 1800.0) -> None:
+        self.engine = engine
+        # A store of its own until the Flight server hands over its store
+        # (use_tickets), so that both protocols share one.
+        self.tickets = TicketStore(ttl_s=300.0)
         self.prepared = PreparedStatements(idle_ttl_s=prepared_ttl_s)
         self.watcher = DisconnectWatcher()
         self.started = StartedQueries()
@@ -141,6 +142,11 @@ class FlightSqlService:
     # -- the CommandService protocol ------------------------------------------------
     def use_tickets(self, tickets: TicketStore) -> None:
         self.tickets = tickets
+
+    def close(self) -> None:
+        """Release started queries and end the background threads (the server stopped)."""
+        self.started.close()
+        self.watcher.close()
 
     def handles_command(self, command: bytes) -> bool:
         return is_flight_sql(command)
@@ -160,7 +166,7 @@ class FlightSqlService:
         cmd = unpack(descriptor.command)
         if isinstance(cmd, pb.CommandStatementQuery):
             _no_transaction(cmd)
-            stmt = self.core.engine.check(principal, cmd.query)
+            stmt = self.engine.check(principal, cmd.query)
             if stmt.kind is Kind.WRITE:
                 return self._write_now(principal, stmt.sql, None, descriptor)
             schema, entry = self._start(context, principal, stmt.sql, None)
@@ -184,12 +190,12 @@ class FlightSqlService:
         cmd = unpack(descriptor.command)
         if isinstance(cmd, pb.CommandStatementQuery):
             _no_transaction(cmd)
-            return fl.SchemaResult(self.core.engine.schema_of(principal, cmd.query)[1])
+            return fl.SchemaResult(self.engine.schema_of(principal, cmd.query)[1])
         if isinstance(cmd, pb.CommandPreparedStatementQuery):
             ps = self.prepared.get(principal, cmd.prepared_statement_handle)
             if ps.kind is Kind.WRITE or ps.bound is None:
                 return fl.SchemaResult(ps.dataset_schema)
-            return fl.SchemaResult(self.core.engine.schema_of(principal, ps.sql, _single(ps))[1])
+            return fl.SchemaResult(self.engine.schema_of(principal, ps.sql, _single(ps))[1])
         if isinstance(cmd, _METADATA_COMMANDS):
             return fl.SchemaResult(_metadata_schema(cmd))
         raise _unsupported(cmd)
@@ -207,21 +213,23 @@ class FlightSqlService:
         self._refuse_spent(handle)
 
         def cancel() -> bool:
-            return self.core.engine.cancel(principal, entry.query_id)
+            return self.engine.cancel(principal, entry.query_id)
 
         started = self.started.take(handle)
         if started is not None:
             stream = started.stream
             started.options.is_cancelled = context.is_cancelled
         else:  # never started here, or left unfetched too long: run it now
-            options = StreamOptions(query_id=entry.query_id, params=entry.extra.get("params"))
+            options = StreamOptions(
+                query_id=entry.query_id,
+                params=entry.extra.get("params"),
+                max_batch_bytes=MAX_MESSAGE_BYTES,
+            )
             with self.watcher.watching(context, cancel):
                 stream = open_flight_stream(
-                    self.core, context, principal, entry.sql, options, protocol=PROTOCOL
+                    self.engine, context, principal, entry.sql, options, protocol=PROTOCOL
                 )
-        return fl.GeneratorStream(
-            stream.schema, guard_stream(self._watched(context, stream, cancel))
-        )
+        return to_data_stream(stream, guard_stream(self._watched(context, stream, cancel)))
 
     def do_put(
         self,
@@ -232,7 +240,7 @@ class FlightSqlService:
         writer: fl.FlightMetadataWriter,
     ) -> None:
         cmd = unpack(descriptor.command)
-        engine = self.core.engine
+        engine = self.engine
         reply: message.Message
         if isinstance(cmd, pb.CommandStatementUpdate):
             _no_transaction(cmd)
@@ -295,7 +303,7 @@ class FlightSqlService:
     # -- statements ---------------------------------------------------------------------
     def _prepare(self, principal: Principal, request: Any) -> bytes:
         _no_transaction(request)
-        engine = self.core.engine
+        engine = self.engine
         names = engine.parameter_names(request.query)
         # Bound with NULLs, the statement's result schema is a best guess (the spec
         # allows that); the schema sent with each execution uses the real values.
@@ -328,14 +336,16 @@ class FlightSqlService:
     ) -> tuple[pa.Schema, TicketEntry]:
         """Start a query for the DoGet of the ticket returned (see `started`)."""
         entry = self.tickets.issue(principal, sql, kind="statement", params=params)
-        options = StreamOptions(query_id=entry.query_id, params=params)
+        options = StreamOptions(
+            query_id=entry.query_id, params=params, max_batch_bytes=MAX_MESSAGE_BYTES
+        )
 
         def cancel() -> bool:
-            return self.core.engine.cancel(principal, entry.query_id)
+            return self.engine.cancel(principal, entry.query_id)
 
         with self.watcher.watching(context, cancel):
             stream = open_flight_stream(
-                self.core, context, principal, sql, options, protocol=PROTOCOL
+                self.engine, context, principal, sql, options, protocol=PROTOCOL
             )
         # This call's context dies with it; the DoGet that fetches the stream brings its own.
         options.is_cancelled = None
@@ -353,7 +363,7 @@ class FlightSqlService:
         when (or whether) its result is fetched; the ticket returns that result: the
         rows DML with RETURNING returned (their number is the FlightInfo's
         total_records, which ADBC reports as rows affected), else one row `{rows}`."""
-        outcome = self.core.engine.run_write(principal, sql, param_sets=param_sets)
+        outcome = self.engine.run_write(principal, sql, param_sets=param_sets)
         result = outcome.result()
         entry = self.tickets.issue(principal, sql, kind="written", result=result)
         ticket = pack(pb.TicketStatementQuery(statement_handle=entry.ticket))
@@ -375,12 +385,8 @@ class FlightSqlService:
 
     def _watched(
         self, context: fl.ServerCallContext, stream: ResultStream, cancel: Callable[[], bool]
-    ) -> Iterator[pa.RecordBatch | pa.Table]:
+    ) -> Iterator[pa.RecordBatch]:
         """The stream's batches, each fetch watched for a vanished client."""
-        # GeneratorStream sends a bare RecordBatch without its dictionaries, which
-        # strict readers (Go, so ADBC) reject; a Table goes out through RecordBatchStream,
-        # dictionaries first. Only dictionary columns (DuckDB ENUMs) pay for that.
-        as_table = any(pa.types.is_dictionary(f.type) for f in stream.schema)
         batches = iter(stream)
         try:
             while True:
@@ -388,8 +394,7 @@ class FlightSqlService:
                     batch = next(batches, None)
                 if batch is None:
                     return
-                for piece in _fit(batch):
-                    yield pa.Table.from_batches([piece]) if as_table else piece
+                yield batch
         finally:
             stream.close()
 
@@ -416,14 +421,14 @@ class FlightSqlService:
         )
         target = f"{quote_ident(schema)}.{quote_ident(cmd.table)}"
         result = ingest(
-            self.core.engine, principal, IngestRequest.parse(target, mode), reader.to_reader()
+            self.engine, principal, IngestRequest.parse(target, mode), reader.to_reader()
         )
         metrics.ROWS_INGESTED.inc(result.rows)
         return result.rows
 
     def _exists(self, principal: Principal, schema: str, table: str) -> bool:
         try:
-            self.core.engine.table_info(principal, schema, table)
+            self.engine.table_info(principal, schema, table)
         except NotFound:
             return False
         return True
@@ -442,7 +447,7 @@ class FlightSqlService:
             )
             entry = self.tickets.redeem(principal, handle)  # ownership, and NOT_FOUND if gone
             self._spend(handle, Cancelled("query cancelled by request"))
-            self.core.engine.cancel(principal, entry.query_id)
+            self.engine.cancel(principal, entry.query_id)
             self.started.discard(handle)
         return actions_pb.CANCEL_STATUS_CANCELLED
 
@@ -461,7 +466,7 @@ class FlightSqlService:
 
     # -- metadata -----------------------------------------------------------------------
     def _metadata(self, principal: Principal, cmd: message.Message) -> pa.Table:
-        engine = self.core.engine
+        engine = self.engine
         here = self._catalog_name()
         if isinstance(cmd, pb.CommandGetCatalogs):
             return catalog.catalogs(here)
@@ -492,13 +497,13 @@ class FlightSqlService:
 
     def _catalog_name(self) -> str:
         if self._catalog is None:
-            self._catalog = self.core.engine.catalog_name()
+            self._catalog = self.engine.catalog_name()
         return self._catalog
 
     def _sql_word_lists(self) -> tuple[list[str], dict[int, list[str]]]:
         """SQL keywords and function names by category, read from DuckDB once."""
         if self._sql_lists is None:
-            engine = self.core.engine
+            engine = self.engine
             keywords = engine.query_table(
                 _SERVER_READER,
                 "SELECT DISTINCT upper(keyword_name) AS k FROM duckdb_keywords() ORDER BY 1",
@@ -528,18 +533,6 @@ class FlightSqlService:
 
 
 # -- helpers ----------------------------------------------------------------------------
-def _fit(batch: pa.RecordBatch) -> Iterator[pa.RecordBatch]:
-    """Zero-copy slices of at most MAX_MESSAGE_BYTES: ADBC (gRPC) refuses messages over
-    16 MiB by default, and a batch's IPC message is a little larger than the batch."""
-    if batch.nbytes <= MAX_MESSAGE_BYTES or batch.num_rows <= 1:
-        yield batch
-        return
-    pieces = -(-batch.nbytes // MAX_MESSAGE_BYTES)
-    step = max(1, -(-batch.num_rows // pieces))
-    for start in range(0, batch.num_rows, step):
-        yield batch.slice(start, step)
-
-
 def _no_transaction(cmd: Any) -> None:
     if cmd.HasField("transaction_id"):
         raise Unimplemented(UNSUPPORTED_ACTIONS["BeginTransaction"])

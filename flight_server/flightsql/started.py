@@ -38,6 +38,17 @@ class StartedQueries:
         self._queries: OrderedDict[bytes, StartedQuery] = OrderedDict()
         self._cond = threading.Condition()
         self._janitor: threading.Thread | None = None
+        self._closed = False
+
+    def close(self) -> None:
+        """Close every started query and end the janitor (the server is stopping)."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+            janitor = self._janitor
+        self.close_all()
+        if janitor is not None:
+            janitor.join(5)
 
     def put(self, ticket: bytes, query: StartedQuery) -> None:
         query.expires = time.monotonic() + self.ttl_s
@@ -75,8 +86,10 @@ class StartedQueries:
     def _sweep_forever(self) -> None:
         while True:
             with self._cond:
-                while not self._queries:
+                while not self._queries and not self._closed:
                     self._cond.wait()
+                if self._closed:
+                    return
                 now = time.monotonic()
                 expired = [t for t, q in self._queries.items() if q.expires <= now]
                 dropped = [self._queries.pop(t) for t in expired]

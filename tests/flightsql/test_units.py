@@ -7,6 +7,7 @@ from collections.abc import Iterator
 import pyarrow as pa
 import pytest
 
+from agentdata.batches import slice_by_bytes
 from agentdata.core import Core
 from agentdata.engine import StreamOptions
 from agentdata.errors import InvalidArgument, NotFound, PermissionDenied, ResourceExhausted
@@ -19,7 +20,7 @@ from flight_server.flightsql.messages import is_flight_sql, pack, unpack
 from flight_server.flightsql.params import read_parameter_sets
 from flight_server.flightsql.prepared import PreparedStatements
 from flight_server.flightsql.proto import FlightSql_pb2 as pb
-from flight_server.flightsql.service import MAX_MESSAGE_BYTES, _fit
+from flight_server.flightsql.service import MAX_MESSAGE_BYTES
 
 READER = Principal(token_id="r", name="r", role=Role.READER)
 WRITER = Principal(token_id="w", name="w", role=Role.WRITER)
@@ -90,14 +91,28 @@ def test_xdbc_type_info_schema_and_order() -> None:
     assert xdbc.type_info(12345).num_rows == 0
 
 
-def test_fit_slices_big_batches_without_copying() -> None:
+def test_big_batches_are_sliced_without_copying() -> None:
     big = pa.record_batch({"s": pa.array(["x" * 1000] * 20_000)})  # ~20 MB
-    pieces = list(_fit(big))
+    pieces = list(slice_by_bytes(big, MAX_MESSAGE_BYTES))
     assert len(pieces) == 3
     assert all(p.nbytes <= MAX_MESSAGE_BYTES for p in pieces)
     assert sum(p.num_rows for p in pieces) == 20_000
+    data = big.column(0).buffers()[2].address  # zero-copy: every slice shares the buffer
+    assert all(p.column(0).buffers()[2].address == data for p in pieces)
     small = pa.record_batch({"i": [1, 2]})
-    assert list(_fit(small)) == [small]
+    assert list(slice_by_bytes(small, MAX_MESSAGE_BYTES)) == [small]
+
+
+def test_a_call_can_lower_the_batch_size_and_batches_are_sliced_once(core: Core) -> None:
+    sql = "SELECT repeat('x', 1000) AS s FROM range(20000)"  # ~20 MB of strings
+    limit = 1024 * 1024
+    options = StreamOptions(max_batch_bytes=limit)
+    batches = list(core.engine.open_stream(READER, sql, options))
+    assert sum(b.num_rows for b in batches) == 20_000
+    assert len(batches) > 10 and all(b.nbytes <= limit for b in batches)
+    # Without the call's own cap, the engine's (16 MiB by default) applies.
+    default = list(core.engine.open_stream(READER, sql, StreamOptions()))
+    assert max(b.nbytes for b in default) > limit
 
 
 def _reader(**columns: list) -> pa.RecordBatchReader:

@@ -141,6 +141,24 @@ def test_no_import_cycles() -> None:
     assert cycles == []
 
 
+#: Adapter modules that may name the whole core: the entry points that unpack it into
+#: collaborators (`create_app`, `mount_mcp`), the REST dependencies (use cases spanning
+#: several stores take the core), and the Celery dispatcher (`Dispatcher.start`'s type).
+TAKE_THE_CORE = {"control_api.app", "control_api.deps", "mcp_server.mount", "workers.dispatcher"}
+
+
+def test_adapters_take_collaborators_not_the_core() -> None:
+    """Handlers get the engine, the token verifier, the job store... so tests can hand
+    them fakes; only the entry points listed above see a `Core`."""
+    takers = {
+        module
+        for module in _modules()
+        if _top(module) in ADAPTERS and "agentdata.core" in _imports(module, runtime_only=False)
+    }
+    assert takers - TAKE_THE_CORE == set()
+    assert "control_api.app" in takers  # the test reads what it means to
+
+
 def _strongly_connected(graph: dict[str, list[str]]) -> list[list[str]]:
     """Tarjan's algorithm, iterative (the graph has hundreds of modules)."""
     index: dict[str, int] = {}

@@ -6,7 +6,6 @@ server's insides. (tests/security/test_boundaries.py checks the same against a r
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
 from collections.abc import Iterator
@@ -17,52 +16,16 @@ import httpx
 import pytest
 
 from agentdata.bounds import MAX_INT64, MAX_SECONDS
-from agentdata.core import Core
-from agentdata.settings import Settings
-from control_api import create_app
+from control_api.deps import get_probes
+from tests.support.inprocess import ADMIN, RestClient, open_core
 
-ADMIN = "adt_unit_" + "a" * 40
 REPO = str(Path(__file__).resolve().parents[2])
 
 
-class Api:
-    """The control plane over one core, called in process."""
-
-    def __init__(self, core: Core) -> None:
-        self.core = core
-        self.app = create_app(core)
-
-    def request(
-        self, method: str, url: str, *, token: str | None = ADMIN, **kwargs: Any
-    ) -> httpx.Response:
-        async def call() -> httpx.Response:
-            # raise_app_exceptions=False: a 500 is answered, as uvicorn would.
-            transport = httpx.ASGITransport(app=self.app, raise_app_exceptions=False)
-            headers = {"Authorization": f"Bearer {token}"} if token else {}
-            headers.update(kwargs.pop("headers", {}))
-            async with httpx.AsyncClient(transport=transport, base_url="http://app") as c:
-                return await c.request(method, url, headers=headers, **kwargs)
-
-        return asyncio.run(call())
-
-    def post_raw(self, url: str, body: str) -> httpx.Response:
-        """POST a JSON text as is (Python's JSON reader accepts NaN and Infinity)."""
-        return self.request(
-            "POST", url, content=body.encode(), headers={"Content-Type": "application/json"}
-        )
-
-    def count(self, url: str) -> int:
-        body = self.request("GET", url).json()
-        return len(body["items"] if isinstance(body, dict) else body)
-
-
 @pytest.fixture(scope="module")
-def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
-    data_dir = tmp_path_factory.mktemp("rest") / "data"
-    core = Core.open(
-        Settings(data_dir=data_dir, demo=False, admin_token=ADMIN, jwt_secret="j" * 40)
-    )
-    yield Api(core)
+def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RestClient]:
+    core = open_core(tmp_path_factory.mktemp("rest") / "data")
+    yield RestClient(core)
     core.close()
 
 
@@ -111,7 +74,7 @@ OUT_OF_RANGE = [
 
 
 @pytest.mark.parametrize(("url", "body"), OUT_OF_RANGE)
-def test_out_of_range_numbers_are_422(api: Api, url: str, body: str) -> None:
+def test_out_of_range_numbers_are_422(api: RestClient, url: str, body: str) -> None:
     tokens, syncs = api.count("/api/v1/tokens"), api.count("/api/v1/syncs")
     problem = assert_clean_problem(api.post_raw(url, body), 422)
     assert problem["code"] == "invalid_argument"
@@ -126,18 +89,20 @@ def test_out_of_range_numbers_are_422(api: Api, url: str, body: str) -> None:
         {"lookback": 1e300},
     ],
 )
-def test_out_of_range_numbers_in_a_sync_patch_are_422(api: Api, body: dict[str, Any]) -> None:
+def test_out_of_range_numbers_in_a_sync_patch_are_422(
+    api: RestClient, body: dict[str, Any]
+) -> None:
     r = api.request("PATCH", "/api/v1/syncs/any", content=json.dumps(body).encode())
     assert assert_clean_problem(r, 422)["code"] == "invalid_argument"
 
 
 @pytest.mark.parametrize("query", [f"limit={10**30}", f"offset={2**63}", "limit=0", "offset=-1"])
 @pytest.mark.parametrize("url", ["/api/v1/jobs", "/api/v1/artefacts"])
-def test_out_of_range_paging_is_422(api: Api, url: str, query: str) -> None:
+def test_out_of_range_paging_is_422(api: RestClient, url: str, query: str) -> None:
     assert_clean_problem(api.request("GET", f"{url}?{query}"), 422)
 
 
-def test_numbers_at_the_bounds_are_accepted(api: Api) -> None:
+def test_numbers_at_the_bounds_are_accepted(api: RestClient) -> None:
     r = api.request(
         "POST",
         "/api/v1/tokens",
@@ -174,20 +139,20 @@ BAD_NAMES = [
 
 
 @pytest.mark.parametrize("name", BAD_NAMES)
-def test_token_names_are_refused(api: Api, name: str) -> None:
+def test_token_names_are_refused(api: RestClient, name: str) -> None:
     before = api.count("/api/v1/tokens")
     r = api.request("POST", "/api/v1/tokens", json={"name": name})
     assert assert_clean_problem(r, (400, 422))["code"] == "invalid_argument"
     assert api.count("/api/v1/tokens") == before
 
 
-def test_a_token_name_of_255_bytes_is_fine(api: Api) -> None:
+def test_a_token_name_of_255_bytes_is_fine(api: RestClient) -> None:
     r = api.request("POST", "/api/v1/tokens", json={"name": "é" * 127 + "x"})
     assert r.status_code == 201, r.text
 
 
 @pytest.mark.parametrize("name", BAD_NAMES)
-def test_sync_target_names_are_refused(api: Api, name: str) -> None:
+def test_sync_target_names_are_refused(api: RestClient, name: str) -> None:
     before = api.count("/api/v1/syncs")
     target = 'x."' + name.replace('"', '""') + '"'
     spec = {"name": "bad-target", "source": "DB.SC.T", "target": target}
@@ -203,7 +168,7 @@ def test_sync_target_names_are_refused(api: Api, name: str) -> None:
 
 
 @pytest.mark.parametrize("name", BAD_NAMES)
-def test_export_names_are_refused_before_any_job(api: Api, name: str) -> None:
+def test_export_names_are_refused_before_any_job(api: RestClient, name: str) -> None:
     before = api.count("/api/v1/jobs")
     r = api.request(
         "POST", "/api/v1/exports", json={"sql": "SELECT 1", "format": "csv", "name": name}
@@ -227,7 +192,7 @@ def _multipart(filename: bytes) -> tuple[str, bytes]:
 
 
 @pytest.mark.parametrize("name", BAD_NAMES)
-def test_upload_names_are_refused_and_nothing_is_stored(api: Api, name: str) -> None:
+def test_upload_names_are_refused_and_nothing_is_stored(api: RestClient, name: str) -> None:
     before = api.count("/api/v1/artefacts")
     ctype, body = _multipart(name.encode())
     r = api.request("POST", "/api/v1/artefacts", content=body, headers={"Content-Type": ctype})
@@ -244,14 +209,14 @@ def test_upload_names_are_refused_and_nothing_is_stored(api: Api, name: str) -> 
         ("/api/v1/maintenance/jobs/run", {"task_id": "t\x1bid"}),
     ],
 )
-def test_task_ids_with_control_characters_are_422(api: Api, url: str, body: dict) -> None:
+def test_task_ids_with_control_characters_are_422(api: RestClient, url: str, body: dict) -> None:
     assert assert_clean_problem(api.request("POST", url, json=body), 422)["code"] == (
         "invalid_argument"
     )
 
 
 # -- readiness -----------------------------------------------------------------------
-def test_readyz_answers_anyone_but_shows_checks_to_admins_only(api: Api) -> None:
+def test_readyz_answers_anyone_but_shows_checks_to_admins_only(api: RestClient) -> None:
     reader = api.request("POST", "/api/v1/tokens", json={"name": "ready-reader"}).json()["token"]
     for token in (None, reader, "not-a-token"):
         r = api.request("GET", "/readyz", token=token)
@@ -260,23 +225,25 @@ def test_readyz_answers_anyone_but_shows_checks_to_admins_only(api: Api) -> None
     assert r.status_code == 200 and r.json()["checks"] == {"database": "ok"}
 
 
-def test_readyz_not_ready_is_503_with_details_for_admins(api: Api) -> None:
+def test_readyz_not_ready_is_503_with_details_for_admins(api: RestClient) -> None:
     def broker() -> None:
         raise ConnectionError("redis://10.1.2.3:6379 refused")
 
-    api.core.probes["broker"] = broker
+    api.app.dependency_overrides[get_probes] = lambda: {"broker": broker}
     try:
         anonymous = api.request("GET", "/readyz", token=None)
         admin = api.request("GET", "/readyz")
     finally:
-        del api.core.probes["broker"]
+        del api.app.dependency_overrides[get_probes]
     assert (anonymous.status_code, anonymous.json()) == (503, {"status": "not ready"})
     assert admin.status_code == 503
     assert admin.json()["checks"] == {"database": "ok", "broker": "error: ConnectionError"}
 
 
 # -- errors --------------------------------------------------------------------------
-def test_a_failure_inside_a_route_is_a_bare_500(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_failure_inside_a_route_is_a_bare_500(
+    api: RestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
     def boom(*args: object, **kwargs: object) -> None:
         raise RuntimeError(f"disk full at {REPO}/data/data.duckdb ({sys.version})")
 
@@ -302,7 +269,7 @@ def test_a_failure_inside_a_route_is_a_bare_500(api: Api, monkeypatch: pytest.Mo
     ],
 )
 def test_every_error_body_starts_with_its_code(
-    api: Api, method: str, url: str, token: str | None, status: int, code: str
+    api: RestClient, method: str, url: str, token: str | None, status: int, code: str
 ) -> None:
     r = api.request(method, url, token=token, content=b"{not json")
     assert assert_clean_problem(r, status)["code"] == code

@@ -5,7 +5,7 @@ directly, every jobs query through `JobStore`, job credentials found by their jo
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -48,21 +48,54 @@ class RecordingDispatcher:
     def workers(self) -> list[dict[str, Any]]:
         return []
 
+    def probes(self) -> dict[str, Any]:
+        return {}
+
+    def refresh_gauges(self) -> None:
+        pass
+
+    def start(self, core: Core, endpoints: Any = None) -> None:
+        pass
+
     def close(self) -> None:
         pass
 
 
 @pytest.fixture
-def core(tmp_path: Path) -> Iterator[Core]:
-    core = Core.open(Settings(data_dir=tmp_path / "data", demo=False))
+def settings(tmp_path: Path) -> Settings:
+    return Settings(data_dir=tmp_path / "data", demo=False)
+
+
+@pytest.fixture
+def core(settings: Settings) -> Iterator[Core]:
+    core = Core.open(settings)
     yield core
     core.close()
 
 
 @pytest.fixture
-def reader(core: Core) -> Principal:
+def core_with(settings: Settings) -> Iterator[Callable[[Any], Core]]:
+    """Opens the core with the dispatcher given (the core is frozen: it is built with it)."""
+    opened: list[Core] = []
+
+    def open_with(dispatcher: Any) -> Core:
+        opened.append(Core.open(settings, dispatcher=dispatcher))
+        return opened[-1]
+
+    yield open_with
+    for core in opened:
+        core.close()
+
+
+def _reader(core: Core) -> Principal:
+    """A reader token limited to 7 rows, verified."""
     _, token = core.tokens.create(name="reader", role="reader", tables=["demo.*"], max_rows=7)
     return core.tokens.verify(token)
+
+
+@pytest.fixture
+def reader(core: Core) -> Principal:
+    return _reader(core)
 
 
 def test_kinds_are_listed_once_and_the_registry_names_them_all() -> None:
@@ -73,9 +106,10 @@ def test_kinds_are_listed_once_and_the_registry_names_them_all() -> None:
 
 
 def test_start_job_queues_the_task_with_a_credential_for_the_job(
-    core: Core, reader: Principal
+    core_with: Callable[[Any], Core],
 ) -> None:
-    core.dispatcher = dispatcher = RecordingDispatcher()
+    core = core_with(dispatcher := RecordingDispatcher())
+    reader = _reader(core)
     started = start_job(core, "export", {"sql": "SELECT 1"}, principal=reader)
     assert started.job.state == JobState.QUEUED and started.job.owner == reader.token_id
     assert started.job.task_id == started.task_id
@@ -93,11 +127,11 @@ def test_start_job_queues_the_task_with_a_credential_for_the_job(
 
 
 def test_a_job_whose_task_cannot_be_queued_is_failed_at_dispatch(
-    core: Core, reader: Principal
+    core_with: Callable[[Any], Core],
 ) -> None:
-    core.dispatcher = RecordingDispatcher(down=True)
+    core = core_with(RecordingDispatcher(down=True))
     with pytest.raises(Unavailable):
-        start_job(core, "export", {"sql": "SELECT 1"}, principal=reader)
+        start_job(core, "export", {"sql": "SELECT 1"}, principal=_reader(core))
     [job], total = core.jobs.list()
     assert total == 1 and job.state == JobState.FAILED
     assert job.error is not None and job.error["step"] == "dispatch"
@@ -152,13 +186,15 @@ def _refuse(params: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
     raise AssertionError("the embedded runner must run maintenance in-process")
 
 
-def test_the_embedded_runner_runs_maintenance_without_any_server(core: Core) -> None:
-    """No HTTP or Flight server listens here (`core.endpoints` is empty): a maintenance
-    task still runs, because the runner calls the rule directly."""
+def test_the_embedded_runner_runs_maintenance_without_any_server(
+    settings: Settings, core_with: Callable[[Any], Core]
+) -> None:
+    """No HTTP or Flight server listens here (the runner is given no endpoints): a
+    maintenance task still runs, because the runner calls the rule directly."""
     registry = {**REGISTRY, "maintenance": TaskEntry(_refuse, REGISTRY["maintenance"].retry)}
-    runner = InProcessRunner(core, threads=1, tasks=registry)
-    core.dispatcher = runner
-    runner.start()
+    runner = InProcessRunner(settings, threads=1, tasks=registry)
+    core = core_with(runner)
+    runner.start(core)
     try:
         task_id = runner.submit("maintenance", {"rule": "jobs"})
         deadline = time.monotonic() + 30
