@@ -89,6 +89,10 @@ class Api:
             base_url=self.url, headers={"Authorization": f"Bearer {token}"}, timeout=60
         )
 
+    def close(self) -> None:
+        """Close the connection pool (a CLI command's process exit does it otherwise)."""
+        self.http.close()
+
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
         try:
             response = self.http.request(method, path, **kwargs)

@@ -273,11 +273,14 @@ def test_wait_for_job_follows_progress_to_the_end(
     t = threading.Thread(target=worker)
     t.start()
     api = Api(server.http_url, bob["token"], REPO)
-    final = wait_for_job(api, job.id, poll_s=0.05, timeout_s=30, progress=False)
-    t.join()
-    assert final["state"] == "succeeded" and final["result"]["artefact_id"] == "b" * 32
+    try:
+        final = wait_for_job(api, job.id, poll_s=0.05, timeout_s=30, progress=False)
+        t.join()
+        assert final["state"] == "succeeded" and final["result"]["artefact_id"] == "b" * 32
 
-    failing = jobs.create("export", {}, owner=bob["id"])
-    jobs.fail(failing.id, step="write", code="quota_exceeded", message="no room")
-    with pytest.raises(click.ClickException, match="at step write: quota_exceeded: no room"):
-        wait_for_job(api, failing.id, poll_s=0.05, progress=False)
+        failing = jobs.create("export", {}, owner=bob["id"])
+        jobs.fail(failing.id, step="write", code="quota_exceeded", message="no room")
+        with pytest.raises(click.ClickException, match="at step write: quota_exceeded: no room"):
+            wait_for_job(api, failing.id, poll_s=0.05, progress=False)
+    finally:
+        api.close()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import signal
 import stat
 import threading
-import time
 from pathlib import Path
 
 import pyarrow.flight as fl
@@ -56,12 +55,12 @@ def test_sigterm_cancels_streams_checkpoints_and_exits_zero(tmp_path: Path) -> N
 
     t = threading.Thread(target=drain)
     t.start()
-    started = time.monotonic()
-    code = srv.stop(signal.SIGTERM, timeout=30)
+    code = srv.stop(signal.SIGTERM, timeout=30)  # a server still running then is killed (-9)
     t.join(10)
     assert code == 0, srv.log()
-    assert time.monotonic() - started < 15
+    assert not t.is_alive()  # the open stream was ended, not left hanging
     assert errors and isinstance(errors[0], fl.FlightError)
+    assert "shutting down" in str(errors[0])  # cancelled by the shutdown, not cut off
     assert "stopped cleanly" in srv.log()
     wal = tmp_path / "data" / "data.duckdb.wal"
     assert not wal.exists() or wal.stat().st_size == 0

@@ -120,5 +120,6 @@ def test_readme_then_api_reference_run_in_order(fresh: ServerProcess) -> None:
     assert len(first) == 1 + 100_000  # the agent's capped token, truncating
     assert pq.read_table(home / "orders.parquet").num_rows == DEMO_ROWS  # the notebook's
     assert pq.read_table(home / "orders-zstd.parquet").num_rows == DEMO_ROWS
-    tokens = fresh.http(env["AGENTDATA_TOKEN"]).get("/api/v1/artefacts").json()
-    assert "notes.txt" in {a["name"] for a in tokens["items"]}
+    with fresh.http(env["AGENTDATA_TOKEN"]) as http:
+        artefacts = http.get("/api/v1/artefacts").json()
+    assert "notes.txt" in {a["name"] for a in artefacts["items"]}

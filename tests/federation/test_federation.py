@@ -333,6 +333,7 @@ def test_flight_sql_get_tables_marks_remote_tables(server: ServerProcess) -> Non
     with flightsql.connect(
         server.flight_url,
         db_kwargs={"adbc.flight.sql.authorization_header": f"Bearer {server.admin_token}"},
+        autocommit=True,  # no Flight SQL transactions: each statement commits
     ) as conn:
         schema = conn.adbc_get_table_schema("orders", db_schema_filter="sales")
         objects = conn.adbc_get_objects(depth="tables", db_schema_filter="sales").read_all()

@@ -274,6 +274,7 @@ def test_cost_guard_refuses_before_anything_runs(
         flight_sql.connect(
             mcp_srv.flight_url,
             db_kwargs={"adbc.flight.sql.authorization_header": f"Bearer {token}"},
+            autocommit=True,  # no Flight SQL transactions: each statement commits
         ) as conn,
         conn.cursor() as cur,
     ):
@@ -340,6 +341,7 @@ def test_descriptions_round_trip(mcp_srv: ServerProcess, setup: dict[str, str]) 
     with flight_sql.connect(
         mcp_srv.flight_url,
         db_kwargs={"adbc.flight.sql.authorization_header": f"Bearer {setup['crm']}"},
+        autocommit=True,  # no Flight SQL transactions: each statement commits
     ) as conn:
         schema = conn.adbc_get_table_schema("people", db_schema_filter="crm")
     assert schema.field("name").metadata[b"ARROW:FLIGHT:SQL:REMARKS"] == b"Full name"

@@ -38,10 +38,6 @@ import pytest
 from agentdata.demo import DEMO_SQL
 from tests.support.server import REPO, ServerProcess, start_server
 
-#: Slack added to the wall-time bounds the issue states (a busy 2-core CI machine, gRPC
-#: round trips, Python start-up). Those bounds are the only wall-time assertions here.
-SLACK_S = 1.0
-
 #: Every stable error code (agentdata.errors); messages start with one in brackets.
 CODES = (
     "invalid_argument",

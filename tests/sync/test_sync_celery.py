@@ -388,7 +388,15 @@ def test_missing_table_fails_once_with_a_clear_error(stack: Stack, http: Any) ->
     assert (error["step"], error["code"]) == ("extract", "invalid_argument")
     assert "NO_SUCH_TABLE" in error["message"] and "x.missing" in error["message"]
     assert failed["id"] in error["message"]  # the job, for the logs
-    time.sleep(2)  # longer than any retry backoff here: still one attempt
+    # The task itself ended failed (a retry would leave it RETRY): no attempt will follow.
+    deadline = time.monotonic() + 30
+    while (task := http.get(f"/api/v1/tasks/status/{failed['task_id']}").json())["state"] in (
+        "PENDING",
+        "STARTED",
+    ):
+        assert time.monotonic() < deadline, task
+        time.sleep(0.05)
+    assert task["state"] == "FAILURE", task
     assert job(http, failed["id"])["attempts"] == 1
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 import redis
@@ -31,6 +31,19 @@ def client(redis_url: str) -> Iterator[redis.Redis]:
     c.close()
 
 
+#: How long a test watches a held lock: over two of its 0.5 s ttls, so only the refresh
+#: thread can have kept it. A window in which nothing may change, not a wait for something.
+WATCH_S = 1.2
+
+
+def holds_throughout(check: Callable[[], bool], window: float = WATCH_S) -> None:
+    """Assert `check()` at every look during `window` seconds."""
+    deadline = time.monotonic() + window
+    while time.monotonic() < deadline:
+        assert check()
+        time.sleep(0.05)
+
+
 def _redis_lock(client: redis.Redis, owner: str, ttl: float = 0.5) -> RedisLock:
     return RedisLock(redis.Redis(connection_pool=client.connection_pool), "orders", owner, ttl)
 
@@ -47,8 +60,7 @@ def test_one_holder_at_a_time_and_refreshed_while_held(kind: str, client: redis.
     try:
         assert not second.try_acquire()
         assert owner_job(second.holder()) == "job1"
-        time.sleep(1.2)  # > 2 ttl: only the refresh thread keeps it
-        assert not second.try_acquire() and not first.lost.is_set()
+        holds_throughout(lambda: not second.try_acquire() and not first.lost.is_set())
         if kind == "redis":
             assert client.get(KEY_PREFIX + "orders") == b"job1:a"
     finally:
@@ -71,13 +83,13 @@ def test_a_dead_holders_lock_expires_and_release_never_frees_anothers(
     assert dead.try_acquire()
     dead._stop_refreshing()  # the holder stops refreshing, as a killed worker does
     assert not heir.try_acquire()
-    time.sleep(0.7)
-    assert heir.try_acquire()  # expired: the re-run takes it
+    deadline = time.monotonic() + 10
+    while not heir.try_acquire():  # until it expires: then the re-run takes it
+        assert time.monotonic() < deadline, "a lock nobody refreshes never expired"
+        time.sleep(0.05)
     try:
         dead.release()  # late release of the dead owner: a no-op
-        assert heir.holder() == "job1:heir"
-        time.sleep(0.4)
-        assert not heir.lost.is_set()
+        holds_throughout(lambda: heir.holder() == "job1:heir" and not heir.lost.is_set())
     finally:
         heir.release()
 

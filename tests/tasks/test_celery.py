@@ -134,7 +134,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[
     finally:
         _stop(beat)
         _stop(worker)
-        server.stop()
+        stack.server.stop()  # the process running now: a test may have restarted it
 
 
 @pytest.fixture(scope="module")

@@ -303,13 +303,14 @@ def test_monitoring_tells_the_truth_about_the_pool(srv: ServerProcess, reader: s
     assert cancelled_queued["state"] == "cancelled"
     assert [j["state"] for j in finished] == ["cancelled"] * 3
     assert third_after["result"]["state"] == "skipped"
-    wait_until(
-        lambda: (
-            after["workers"][0]["busy"] == 0
-            or srv.http().get("/api/v1/tasks/workers").json()["workers"][0]["busy"] == 0
-        ),
-        what="the pool to be idle",
-    )
+    with srv.http() as http:
+        wait_until(
+            lambda: (
+                after["workers"][0]["busy"] == 0
+                or http.get("/api/v1/tasks/workers").json()["workers"][0]["busy"] == 0
+            ),
+            what="the pool to be idle",
+        )
 
 
 def test_task_monitoring_is_admin_only(srv: ServerProcess, reader: str) -> None:

@@ -47,6 +47,13 @@ def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     server.stop()
 
 
+def wait_older_than(*timestamps: str, age: float) -> None:
+    """Wait until every one of the server's `timestamps` lies more than `age` seconds in the
+    past: the point from which a rule with that age limit must act on the record."""
+    newest = max(seconds(ts) for ts in timestamps)
+    wait_until(lambda: time.time() > newest + age, timeout=age + 30, what=f"age {age}s")
+
+
 def run_rule(http: httpx.Client, rule: str) -> dict[str, Any]:
     r = http.post(f"/api/v1/maintenance/{rule}/run")
     assert r.status_code == 200, r.text
@@ -66,8 +73,9 @@ def test_jobs_rule_deletes_finished_jobs_by_their_age(srv: ServerProcess) -> Non
         running = start_export(http, SLOW_SQL, "csv")
         queued = start_export(http, SLOW_SQL, "csv")
         cancelled = start_export(http, SLOW_SQL, "csv")
-        assert http.delete(f"/api/v1/jobs/{cancelled['job_id']}").json()["state"] == "cancelled"
-        time.sleep(COMPLETED_AGE_S + 0.5)
+        stopped = http.delete(f"/api/v1/jobs/{cancelled['job_id']}").json()
+        assert stopped["state"] == "cancelled"
+        wait_older_than(done["finished_at"], stopped["finished_at"], age=COMPLETED_AGE_S)
 
         first = run_rule(http, "jobs")
         assert first["result"]["deleted_by_state"]["succeeded"] >= 1
@@ -80,7 +88,7 @@ def test_jobs_rule_deletes_finished_jobs_by_their_age(srv: ServerProcess) -> Non
         # The export's artefact is the exports rule's business, not this one's.
         assert http.get(f"/api/v1/artefacts/{done['result']['artefact_id']}").status_code == 200
 
-        wait_until(lambda: time.time() - seconds(failed["finished_at"]) > FAILED_AGE_S, what="age")
+        wait_older_than(failed["finished_at"], age=FAILED_AGE_S)
         second = run_rule(http, "jobs")
         assert second["result"]["deleted_by_state"]["failed"] >= 1
         assert http.get(f"/api/v1/jobs/{failed['id']}").status_code == 404
@@ -99,7 +107,10 @@ def test_exports_rule_removes_files_and_records_together(srv: ServerProcess) -> 
         expiring = _upload(http, b"expire me", {"expires_in_s": "1"})
         assert (artefacts_dir / export_id).is_file()
         assert (artefacts_dir / expiring).is_file()
-        time.sleep(max(EXPORT_AGE_S, 1.0) + 0.5)
+        expires_at = http.get(f"/api/v1/artefacts/{expiring}").json()["expires_at"]
+        created_at = http.get(f"/api/v1/artefacts/{export_id}").json()["created_at"]
+        wait_older_than(created_at, age=EXPORT_AGE_S)
+        wait_older_than(expires_at, age=0)
 
         job = run_rule(http, "exports")
         assert job["result"]["deleted_exports"] >= 1
@@ -192,8 +203,9 @@ def test_jobs_rule_removes_expired_job_credentials(tmp_path: Any) -> None:
         with server.http() as http:
             done = run_export(http, "SELECT 1 AS x", "csv")
             credential = f"job {done['id']} (delegated)"
-            assert credential in [t["name"] for t in http.get("/api/v1/tokens").json()]
-            time.sleep(6.5)  # the credential expires
+            tokens = {t["name"]: t for t in http.get("/api/v1/tokens").json()}
+            assert credential in tokens
+            wait_older_than(tokens[credential]["expires_at"], age=0)  # the credential expires
             result = run_rule(http, "jobs")["result"]
             assert result["deleted_job_credentials"] >= 1
             assert credential not in [t["name"] for t in http.get("/api/v1/tokens").json()]

@@ -1,0 +1,58 @@
+"""ADBC Flight SQL connections for tests, closed with every cursor they opened.
+
+The ADBC driver manager warns (ResourceWarning) about a cursor or connection that is
+garbage-collected unclosed, and the test run turns warnings into errors. Tests write
+`conn.cursor().execute(...)` freely; `AdbcConnections` keeps every cursor and closes
+them before their connections:
+
+    conns = AdbcConnections()
+    conn = conns.connect("grpc://127.0.0.1:31337", token="adt_...")
+    conn.cursor().execute("SELECT 1")
+    conns.close()
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import adbc_driver_flightsql.dbapi as flightsql
+
+
+class AdbcConnections:
+    """Opens ADBC Flight SQL connections and closes them, cursors first."""
+
+    def __init__(self) -> None:
+        self._opened: list[Any] = []
+
+    def connect(
+        self, url: str, token: str | None = None, db_kwargs: dict[str, str] | None = None
+    ) -> Any:
+        """A DB-API connection (autocommit: the server offers no Flight SQL transactions,
+        each statement commits), with the token as a Bearer header if given."""
+        kwargs = dict(db_kwargs or {})
+        if token is not None:
+            kwargs["adbc.flight.sql.authorization_header"] = f"Bearer {token}"
+        conn = flightsql.connect(url, db_kwargs=kwargs, autocommit=True)
+        return self.track(conn)
+
+    def track(self, conn: Any) -> Any:
+        """Keep `conn`, and every cursor it opens from now on, for `close`."""
+        cursor = conn.cursor
+
+        def tracked_cursor(*args: Any, **kwargs: Any) -> Any:
+            cur = cursor(*args, **kwargs)
+            self._opened.append(cur)
+            return cur
+
+        conn.cursor = tracked_cursor
+        self._opened.append(conn)
+        return conn
+
+    def close(self) -> None:
+        """Close everything, newest first (so cursors before their connections)."""
+        while self._opened:
+            resource = self._opened.pop()
+            try:
+                resource.close()
+            except Exception:  # already closed, or the server is gone: nothing to free
+                pass
