@@ -49,7 +49,7 @@ def _audit_record(server: ServerProcess, token_id: str) -> dict[str, object]:
             items = http.get("/api/v1/audit", params={"token_id": token_id}).json()["items"]
             if items:
                 (record,) = items
-                return record  # type: ignore[no-any-return]
+                return record
             assert time.monotonic() < deadline, "no audit record for the query"
             time.sleep(0.05)
 

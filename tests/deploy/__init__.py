@@ -119,7 +119,7 @@ def run_example(code: str, *, flight_port: int, http_port: int) -> str:
 
 def lock_pins() -> dict[str, str]:
     """requirements.lock as {canonical name: version}."""
-    pins = {}
+    pins: dict[str, str] = {}
     for line in (REPO / "requirements.lock").read_text().splitlines():
         if "==" in line and not line.startswith("#"):
             name, version = line.split("==")

@@ -7,6 +7,7 @@ points them at the module's server. TLS examples run in test_tls.py.
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import pyarrow.flight as fl
 import pytest
@@ -42,7 +43,7 @@ def test_write_examples_did_what_they_say(
     opts = ServerProcess.options(writer_token)
     client = server.flight()
 
-    def rows(sql: str) -> list[dict[str, object]]:
+    def rows(sql: str) -> list[dict[str, Any]]:
         info = client.get_flight_info(fl.FlightDescriptor.for_command(sql.encode()), opts)
         return client.do_get(info.endpoints[0].ticket, opts).read_all().to_pylist()
 

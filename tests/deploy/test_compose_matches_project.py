@@ -60,7 +60,7 @@ def compose() -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return compose["services"]  # type: ignore[no-any-return]
+    return compose["services"]
 
 
 def _environment(service: dict[str, Any]) -> dict[str, str]:
@@ -201,7 +201,7 @@ def test_env_example_has_no_secrets_and_parses_into_the_settings(
     for name, value in example.items():
         if name.startswith(("AGENTDATA_", "SNOWFLAKE_")) and value is not None:
             monkeypatch.setenv(name, value)
-    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    settings = Settings(_env_file=None)
     assert settings.admin_token is None and settings.jwt_secret is None  # empty means unset
     assert settings.memory_limit == "2GB" and settings.demo is True
 

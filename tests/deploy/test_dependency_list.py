@@ -18,8 +18,8 @@ from tests.support.server import REPO
 PACKAGES = ("agentdata", "flight_server", "control_api", "mcp_server", "workers")
 
 
-def _pyproject() -> dict:  # type: ignore[type-arg]
-    return tomllib.loads((REPO / "pyproject.toml").read_text())["project"]  # type: ignore[no-any-return]
+def _pyproject() -> dict:
+    return tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
 
 
 def _requirements(*, dev: bool) -> list[Requirement]:

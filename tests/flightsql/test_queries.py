@@ -191,7 +191,7 @@ def _running_queries(server: ServerProcess, token: str) -> int:
     return int(json.loads(result.body.to_pybytes())["running_queries"])
 
 
-def _wait_for(condition, what: str, timeout: float = 30) -> None:  # type: ignore[no-untyped-def]
+def _wait_for(condition, what: str, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if condition():

@@ -30,7 +30,7 @@ def _audit(gov: GovLab, **params: Any) -> dict[str, Any]:
     with gov.server.http() as http:
         r = http.get("/api/v1/audit", params=params)
     assert r.status_code == 200, r.text
-    return r.json()  # type: ignore[no-any-return]
+    return r.json()
 
 
 def _records(gov: GovLab, token_id: str, n: int, timeout: float = 30) -> list[dict[str, Any]]:

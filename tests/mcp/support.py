@@ -10,7 +10,7 @@ import anyio
 from mcp.client.session import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
-from mcp_types import CallToolResult
+from mcp_types import CallToolResult, TextContent
 
 from tests.support.server import ServerProcess
 
@@ -59,4 +59,6 @@ def data(result: CallToolResult) -> dict[str, Any]:
 
 def error_text(result: CallToolResult) -> str:
     assert result.is_error, result.structured_content
-    return result.content[0].text  # type: ignore[union-attr,no-any-return]
+    block = result.content[0]
+    assert isinstance(block, TextContent), block
+    return block.text

@@ -70,7 +70,7 @@ def test_tools_have_input_and_output_schemas(mcp_srv: ServerProcess, setup: dict
     assert set(tools) == TOOLS
     assert tools["query"].input_schema["properties"]["max_rows"]["default"] == 100
     assert tools["export"].input_schema["properties"]["format"]["default"] == "parquet"
-    assert "truncated" in tools["query"].output_schema["properties"]  # type: ignore[index]
+    assert "truncated" in tools["query"].output_schema["properties"]
 
 
 def test_list_and_describe(mcp_srv: ServerProcess, setup: dict[str, str]) -> None:

@@ -273,16 +273,18 @@ def _serve(argv: list[str]) -> int:
     parser.add_argument("--slow-marker", default=None)
     args = parser.parse_args(argv)
 
-    import fakesnow.server
+    # `fakesnow.server` is both a function in the package and this submodule; import the
+    # module under its own name so it is the module (to mypy too) that gets patched.
+    import fakesnow.server as fakesnow_app
     import uvicorn
     from fakesnow.instance import FakeSnow
 
     _patch_null_timestamps()
     # Every session shares this instance (as with the stock in-memory server), but its
     # databases are files under db_path, so they outlive the process.
-    fakesnow.server.shared_fs = FakeSnow(db_path=args.db_path)
+    fakesnow_app.shared_fs = FakeSnow(db_path=args.db_path)
     # uvicorn handles SIGTERM by finishing in-flight requests and exiting.
-    app: Any = fakesnow.server.app
+    app: Any = fakesnow_app.app
     if args.query_log:
         sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
         from tests.support.fakesnow_recorder import QueryRecorder

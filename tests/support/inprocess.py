@@ -100,7 +100,7 @@ class RestClient:
         body = {"name": fields.pop("name", f"t-{role}"), "role": role, **fields}
         r = self.request("POST", "/api/v1/tokens", json=body)
         assert r.status_code == 201, r.text
-        return r.json()  # type: ignore[no-any-return]
+        return r.json()
 
 
 class FakeCallContext:
@@ -148,7 +148,7 @@ class FlightHarness:
         results = list(
             self.client.do_action(fl.Action("execute", sql.encode()), self.options(token))
         )
-        return json.loads(results[0].body.to_pybytes())  # type: ignore[no-any-return]
+        return json.loads(results[0].body.to_pybytes())
 
     def close(self) -> None:
         """Close the client, then stop the server (cancelling running queries)."""

@@ -43,7 +43,7 @@ def scratch_database() -> Iterator[str]:
     owner = f"{os.getpid()}-{secrets.token_hex(8)}"
     admin = redis.Redis.from_url(database_url(0))
     try:
-        count = int(admin.config_get("databases").get("databases", 16))
+        count = int(admin.config_get("databases").get("databases") or 16)
     except redis.ResponseError:  # CONFIG may be disabled: Redis's default
         count = 16
     finally:

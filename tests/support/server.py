@@ -83,7 +83,7 @@ class ServerProcess:
                 json={"name": kwargs.pop("name", f"t-{role}"), "role": role, **kwargs},
             )
             assert r.status_code == 201, r.text
-            return r.json()  # type: ignore[no-any-return]
+            return r.json()
 
     def query(self, token: str, sql: str) -> pa.Table:
         client = self.flight()

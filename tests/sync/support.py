@@ -25,7 +25,7 @@ def source_of(snow: FakesnowServer, table: str) -> str:
 def create_spec(http: httpx.Client, **spec: Any) -> dict[str, Any]:
     r = http.post("/api/v1/syncs", json=spec)
     assert r.status_code == 201, r.text
-    return r.json()  # type: ignore[no-any-return]
+    return r.json()
 
 
 def start_run(http: httpx.Client, name: str, **body: Any) -> str:
@@ -37,7 +37,7 @@ def start_run(http: httpx.Client, name: str, **body: Any) -> str:
 def job(http: httpx.Client, job_id: str) -> dict[str, Any]:
     r = http.get(f"/api/v1/jobs/{job_id}")
     assert r.status_code == 200, r.text
-    return r.json()  # type: ignore[no-any-return]
+    return r.json()
 
 
 def wait_for(
@@ -61,7 +61,7 @@ def run_sync(http: httpx.Client, name: str, *, timeout: float = 90, **body: Any)
 
 
 def rows(server: ServerProcess, sql: str) -> list[dict[str, Any]]:
-    return server.query(server.admin_token, sql).to_pylist()  # type: ignore[no-any-return]
+    return server.query(server.admin_token, sql).to_pylist()
 
 
 def source_rows(snow: FakesnowServer, sql: str) -> list[dict[str, Any]]:

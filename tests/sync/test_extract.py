@@ -12,12 +12,14 @@ import json
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pytest
 from snowflake.connector import errors as sf
 
 from agentdata.errors import InvalidArgument, Unavailable
+from agentdata.snowflake_errors import classify
 from tests.support.fakesnow_server import FakesnowServer
 from workers.sync.credentials import SnowflakeSettings
 from workers.sync.extract import (
@@ -26,7 +28,6 @@ from workers.sync.extract import (
     TerminalSourceError,
     TransientSourceError,
     build_query,
-    classify,
     resolve_column,
     to_source_error,
 )
@@ -156,9 +157,10 @@ def snow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakesnowServer]:
 @pytest.fixture(scope="module")
 def settings(snow: FakesnowServer) -> SnowflakeSettings:
     # Through the environment names, as a worker process would see them.
-    return SnowflakeSettings(
-        **{key.removeprefix("SNOWFLAKE_").lower(): value for key, value in snow.env().items()}
-    )
+    fields: dict[str, Any] = {
+        key.removeprefix("SNOWFLAKE_").lower(): value for key, value in snow.env().items()
+    }
+    return SnowflakeSettings(**fields)
 
 
 @pytest.fixture

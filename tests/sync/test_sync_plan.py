@@ -17,12 +17,11 @@ from workers.sync.load import reshaper
 from workers.sync.plan import (
     IncompatibleSchema,
     TargetTable,
-    arrow_type_of,
     lower_bound,
     parse_duration,
     plan_run,
 )
-from workers.sync.types import SourceColumn, TargetColumn, map_columns
+from workers.sync.types import SourceColumn, TargetColumn, arrow_type_of, map_columns
 
 UTC = dt.UTC
 

@@ -105,7 +105,7 @@ def wait_until(predicate: Any, *, timeout: float = 30, what: str = "condition") 
 def start_export(http: httpx.Client, sql: str, fmt: str, compression: str = "none") -> dict:
     r = http.post("/api/v1/exports", json={"sql": sql, "format": fmt, "compression": compression})
     assert r.status_code == 202, r.text
-    return r.json()  # type: ignore[no-any-return]
+    return r.json()
 
 
 def run_export(http: httpx.Client, sql: str, fmt: str, compression: str = "none") -> dict:

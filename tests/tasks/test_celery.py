@@ -294,7 +294,9 @@ def test_no_credential_reaches_logs_results_or_monitoring(stack: Stack, redis_ur
     assert stack.server.admin_token not in logs
     client = redis.Redis.from_url(redis_url)
     for key in client.scan_iter("celery-task-meta-*"):
-        assert b"eyJ" not in client.get(key)
+        value = client.get(key)
+        assert isinstance(value, bytes), key  # no decode_responses: values are bytes
+        assert b"eyJ" not in value
 
 
 def test_the_server_refuses_exports_cleanly_when_the_broker_is_gone(

@@ -11,7 +11,7 @@ from agentdata.settings import Settings
 from workers.exports import _write_error
 
 
-def test_local_io_errors_are_retried_and_bugs_are_not(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_local_io_errors_are_retried_and_bugs_are_not(tmp_path) -> None:
     policy = export_policy(Settings(data_dir=tmp_path))
     disk_full = _write_error(OSError(errno.ENOSPC, "No space left on device"), "cannot write csv")
     assert isinstance(disk_full, Unavailable) and "No space left" in disk_full.message

@@ -113,7 +113,7 @@ def test_client_errors_with_a_detail_format_as_their_wire_tag() -> None:
 DETAILED = {cls.code: cls for cls in EVERY_ERROR}
 
 
-class _Bare(fl.FlightServerBase):  # type: ignore[misc]
+class _Bare(fl.FlightServerBase):
     """A pyarrow server whose handlers fail in every way a handler can."""
 
     def do_action(self, context: fl.ServerCallContext, action: fl.Action) -> list[bytes]:

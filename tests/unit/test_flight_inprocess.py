@@ -9,6 +9,7 @@ are in tests/dataplane and tests/flightsql.
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 from collections.abc import Callable, Iterator
@@ -140,7 +141,9 @@ def test_a_table_outside_the_allow_list_is_refused(
         cmd("SELECT * FROM demo.orders"),
     ):
         e = wire_error(
-            lambda d=descriptor: flight.server.get_flight_info(flight.context(customers_only), d)
+            functools.partial(
+                flight.server.get_flight_info, flight.context(customers_only), descriptor
+            )
         )
         assert str(e).startswith("[permission_denied]"), e
 
@@ -388,7 +391,7 @@ def put(
         writer.done_writing()
         buf = meta.read()
     assert buf is not None
-    return json.loads(buf.to_pybytes())  # type: ignore[no-any-return]
+    return json.loads(buf.to_pybytes())
 
 
 def test_put_appends_creating_the_table(flight: FlightHarness, writer: str) -> None:

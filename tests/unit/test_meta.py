@@ -19,9 +19,9 @@ def test_threads_share_one_connection_and_leak_no_file_descriptors(tmp_path: Pat
             store.execute(
                 "INSERT INTO table_stats (name, last_modified) VALUES (?, ?)", (f"s.t{i}", float(i))
             )
-            assert store.one("SELECT last_modified FROM table_stats WHERE name = ?", (f"s.t{i}",))[
-                0
-            ] == float(i)
+            row = store.one("SELECT last_modified FROM table_stats WHERE name = ?", (f"s.t{i}",))
+            assert row is not None
+            assert row[0] == float(i)
         except BaseException as e:  # noqa: BLE001 - reported below
             errors.append(e)
 
@@ -32,7 +32,9 @@ def test_threads_share_one_connection_and_leak_no_file_descriptors(tmp_path: Pat
         for t in threads:
             t.join()
     assert not errors
-    assert store.one("SELECT count(*) FROM table_stats")[0] == 300
+    count = store.one("SELECT count(*) FROM table_stats")
+    assert count is not None
+    assert count[0] == 300
     open_meta = [f for f in psutil.Process().open_files() if f.path.startswith(str(tmp_path))]
     assert len(open_meta) <= 3, open_meta  # the database, its WAL and shared-memory files
     store.close()

@@ -9,7 +9,7 @@ import pytest
 from agentdata.prefetch import Prefetcher
 
 
-def _producer(items: list[int], fail_at: int | None = None):  # type: ignore[no-untyped-def]
+def _producer(items: list[int], fail_at: int | None = None):
     it = iter(items)
     produced: list[int] = []
 

@@ -39,7 +39,7 @@ def assert_clean_problem(r: httpx.Response, status: int | tuple[int, ...]) -> di
     assert body["detail"].startswith(f"[{body['code']}] "), body
     for marker in ("Traceback", 'File "', ".py", sys.version, "Python 3.", REPO):
         assert marker not in r.text, (marker, r.text)
-    return body  # type: ignore[no-any-return]
+    return body
 
 
 # -- numbers -------------------------------------------------------------------------
