@@ -645,6 +645,19 @@ def percentile(sorted_values: Sequence[float], q: float) -> float | None:
     return float(sorted_values[k])
 
 
+def latency_stats(ms: Sequence[float]) -> dict[str, Any]:
+    """Percentiles (nearest-rank), mean, max and count of latencies in milliseconds."""
+    ordered = sorted(ms)
+    return {
+        "p50": percentile(ordered, 50),
+        "p90": percentile(ordered, 90),
+        "p99": percentile(ordered, 99),
+        "mean": statistics.fmean(ordered),
+        "max": ordered[-1],
+        "n": len(ordered),
+    }
+
+
 def metric(
     metric: str,
     value: float | None,

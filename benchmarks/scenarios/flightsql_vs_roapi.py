@@ -33,7 +33,6 @@ import os
 import random
 import shutil
 import socket
-import statistics
 import subprocess
 import sys
 import time
@@ -125,7 +124,7 @@ def run(quick: bool) -> dict[str, Any]:
                     str(points),
                 ]
             )
-            latencies[key] = _latency_stats(res["latencies_ms"])
+            latencies[key] = c.latency_stats(res["latencies_ms"])
         results["point_latency_ms"] = latencies
     notes.append(c.load_note() + " (after)")
     return _report(results, notes, rows, points)
@@ -349,18 +348,6 @@ def _load_postgres(rows: int) -> str:
 def _point_ids(rows: int, n: int) -> list[int]:
     rng = random.Random(5)
     return [rng.randrange(rows) for _ in range(n)]
-
-
-def _latency_stats(ms: list[float]) -> dict[str, Any]:
-    ordered = sorted(ms)
-    return {
-        "p50": c.percentile(ordered, 50),
-        "p90": c.percentile(ordered, 90),
-        "p99": c.percentile(ordered, 99),
-        "mean": statistics.fmean(ordered),
-        "max": ordered[-1],
-        "n": len(ordered),
-    }
 
 
 # -- the client (a separate process) ---------------------------------------------------

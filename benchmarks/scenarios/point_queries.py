@@ -92,7 +92,7 @@ def _measure(
         notes.append(f"EXPLAIN ANALYZE on the server shows no index scan: {plan[:600]}")
     if not pk:
         notes.append(f"{table} has no PRIMARY KEY on the server")
-    stats = {k: _latency(v) for k, v in latencies.items()}
+    stats = {k: c.latency_stats(v) for k, v in latencies.items()}
     ref_p50 = stats["duckdb"]["p50"]
     metrics = [
         c.metric(
@@ -196,18 +196,6 @@ def _plan(result: Any) -> str:
     return "\n".join(
         str(v) for col in result.columns for v in col.to_pylist() if isinstance(v, str)
     )
-
-
-def _latency(ms: list[float]) -> dict[str, Any]:
-    ordered = sorted(ms)
-    return {
-        "p50": c.percentile(ordered, 50),
-        "p90": c.percentile(ordered, 90),
-        "p99": c.percentile(ordered, 99),
-        "mean": statistics.fmean(ordered),
-        "max": ordered[-1],
-        "n": len(ordered),
-    }
 
 
 def _spread(values: list[float]) -> tuple[float, float]:
