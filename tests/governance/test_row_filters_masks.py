@@ -18,6 +18,7 @@ import pytest
 from tests.governance.conftest import GovLab
 from tests.mcp.support import call
 from tests.security.conftest import Outcome, run_flightsql
+from tests.support.adbc import connection_per_token
 from tests.tasks.support import wait_job
 
 #: (id, SQL, the ids of sales.people the result must show, or None to only check leaks).
@@ -106,22 +107,8 @@ def test_flight(gov: GovLab, name: str, sql: str, expected: set[int] | None) -> 
 
 @pytest.fixture(scope="module")
 def adbc(gov: GovLab) -> Iterator[Callable[[str], Any]]:
-    import adbc_driver_flightsql.dbapi as dbapi
-
-    opened: dict[str, Any] = {}
-
-    def connect(who: str) -> Any:
-        if who not in opened:
-            opened[who] = dbapi.connect(
-                f"grpc://127.0.0.1:{gov.server.flight_port}",
-                db_kwargs={"adbc.flight.sql.authorization_header": f"Bearer {gov.tokens[who]}"},
-                autocommit=True,
-            )
-        return opened[who]
-
-    yield connect
-    for conn in opened.values():
-        conn.close()
+    with connection_per_token(gov.server.flight_port, gov.tokens) as connect:
+        yield connect
 
 
 @pytest.mark.parametrize(("name", "sql", "expected"), QUERIES, ids=IDS)

@@ -36,6 +36,7 @@ import pyarrow.flight as fl
 import pytest
 
 from agentdata.demo import DEMO_SQL
+from tests.support.adbc import connection_per_token
 from tests.support.server import REPO, ServerProcess, start_server
 
 #: Every stable error code (agentdata.errors); messages start with one in brackets.
@@ -479,22 +480,5 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
 @pytest.fixture(scope="module")
 def flightsql(lab: Lab) -> Iterator[Callable[[str], Any]]:
     """`flightsql(who)`: an ADBC Flight SQL connection as that lab token (one each)."""
-    import adbc_driver_flightsql.dbapi as dbapi
-
-    opened: dict[str, Any] = {}
-
-    def connect(who: str) -> Any:
-        if who not in opened:
-            opened[who] = dbapi.connect(
-                f"grpc://127.0.0.1:{lab.server.flight_port}",
-                db_kwargs={"adbc.flight.sql.authorization_header": f"Bearer {lab.tokens[who]}"},
-                autocommit=True,
-            )
-        return opened[who]
-
-    yield connect
-    for conn in opened.values():
-        try:
-            conn.close()
-        except Exception:
-            pass
+    with connection_per_token(lab.server.flight_port, lab.tokens) as connect:
+        yield connect

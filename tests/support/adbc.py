@@ -13,6 +13,8 @@ them before their connections:
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import adbc_driver_flightsql.dbapi as flightsql
@@ -56,3 +58,23 @@ class AdbcConnections:
                 resource.close()
             except Exception:  # already closed, or the server is gone: nothing to free
                 pass
+
+
+@contextmanager
+def connection_per_token(
+    flight_port: int, tokens: Mapping[str, str]
+) -> Iterator[Callable[[str], Any]]:
+    """`connect(who)`: one ADBC connection per named token of `tokens` (opened on first
+    use, reused after), all closed with their cursors on exit."""
+    conns = AdbcConnections()
+    opened: dict[str, Any] = {}
+
+    def connect(who: str) -> Any:
+        if who not in opened:
+            opened[who] = conns.connect(f"grpc://127.0.0.1:{flight_port}", token=tokens[who])
+        return opened[who]
+
+    try:
+        yield connect
+    finally:
+        conns.close()
