@@ -291,10 +291,9 @@ class AuditLog:
                 token_id,
                 token_name,
                 channel,
-                sql[: self.sql_max_chars],
-                hashlib.sha256(sql.encode("utf-8", "surrogatepass")).hexdigest(),
-                json.dumps(sorted(set(tables_read))),
-                json.dumps(sorted(set(tables_written))),
+                sql,  # cut, hashed and the table lists encoded by the writer (`flush`)
+                tuple(tables_read),
+                tuple(tables_written),
                 int(rows),
                 int(nbytes),
                 round(float(duration_s), 6),
@@ -320,8 +319,26 @@ class AuditLog:
             return 0
         marks = ", ".join("?" * len(_COLUMNS))
         with self._meta.transaction() as tx:
-            tx.executemany(f"INSERT INTO audit_log ({', '.join(_COLUMNS)}) VALUES ({marks})", rows)
+            tx.executemany(
+                f"INSERT INTO audit_log ({', '.join(_COLUMNS)}) VALUES ({marks})",
+                [self._encoded(row) for row in rows],
+            )
         return len(rows)
+
+    def _encoded(self, row: tuple[Any, ...]) -> tuple[Any, ...]:
+        """A queued record as its table row: the work done off the query's path."""
+        at, token_id, token_name, channel, sql, read, written, *rest = row
+        return (
+            at,
+            token_id,
+            token_name,
+            channel,
+            sql[: self.sql_max_chars],
+            hashlib.sha256(sql.encode("utf-8", "surrogatepass")).hexdigest(),
+            json.dumps(sorted(set(read))),
+            json.dumps(sorted(set(written))),
+            *rest,
+        )
 
     def _run(self) -> None:
         while not self._closed:

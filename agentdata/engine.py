@@ -17,14 +17,14 @@ the consumer stops reading.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import re
 import threading
 import time
 import uuid
 import weakref
-from collections import OrderedDict
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +47,7 @@ from agentdata.admission import Admission
 from agentdata.batches import slice_by_bytes
 from agentdata.bound_schema import BoundSchemas
 from agentdata.deadlines import Watchdog
+from agentdata.duck_stream import arrow_stream
 from agentdata.errors import (
     AgentdataError,
     Cancelled,
@@ -61,14 +62,15 @@ from agentdata.errors import (
     Unauthenticated,
     Unavailable,
 )
+from agentdata.freshness import FRESHNESS_KEY, FreshnessCache
 from agentdata.freshness import entry as freshness_entry
-from agentdata.freshness import freshness_of, with_freshness
-from agentdata.json_columns import as_json_extension, json_schema, with_json_extension
+from agentdata.json_columns import json_schema, with_json_extension
 from agentdata.memory_guard import MemoryGuard, parse_bytes, rss_bytes
 from agentdata.meta import MetaStore
 from agentdata.names import validate_name
 from agentdata.param_batches import ParameterBatch
 from agentdata.prefetch import Prefetcher
+from agentdata.read_cursors import ReadCursors
 from agentdata.result_cache import Recorder, ResultCache, Versions, params_key
 from agentdata.sqlguard import (
     EXPLAIN_COLUMNS,
@@ -80,11 +82,23 @@ from agentdata.sqlguard import (
 )
 from agentdata.tokens import Principal
 from agentdata.value_bounds import EXHAUSTED_MARKER, ValueBounds
+from agentdata.verdicts import Verdicts
 
 if TYPE_CHECKING:
     from agentdata.federation import Federation
 
 log = logging.getLogger(__name__)
+
+#: Query ids for calls that bring none: unique in this process (a random prefix, then
+#: a count; ownership, not secrecy, guards `cancel`). uuid4 reads the OS's random
+#: source each time, which costs more here than a point query's whole check.
+_QUERY_ID_PREFIX = uuid.uuid4().hex[:16]
+_QUERY_COUNT = itertools.count(1)
+
+
+def _new_query_id() -> str:
+    return f"{_QUERY_ID_PREFIX}{next(_QUERY_COUNT):016x}"
+
 
 #: Schemas that are DuckDB's own, never listed as data.
 SYSTEM_SCHEMAS = ("information_schema", "pg_catalog")
@@ -92,9 +106,6 @@ SYSTEM_SCHEMAS = ("information_schema", "pg_catalog")
 #: The results cache invalidates on any write for now: SQL DML does not always name its
 #: target table to the binder, so per-table versions could miss one.
 _ANY_TABLE = "*"
-#: Cached guard verdicts: how many, and the longest SQL text kept.
-_VERDICTS = 4096
-_VERDICT_SQL_BYTES = 16 * 1024
 
 #: Schema metadata of a result DuckDB computed (federated ones say `snowflake`/`mixed`).
 _DUCKDB_RAN = {b"agentdata.engine": b"duckdb"}
@@ -334,6 +345,8 @@ class Engine:
             self._con.execute("SET enable_external_access = false")
             self._con.execute("SET lock_configuration = true")
         self._write_lock = threading.Lock()
+        #: READ ONLY cursors begun ahead of the requests that take them.
+        self._read_cursors = ReadCursors(self.cursor)
         self._running: dict[str, RunningQuery] = {}
         self._running_lock = threading.Lock()
         self._watchdog = Watchdog()
@@ -341,10 +354,11 @@ class Engine:
         #: Bumped by every committed write; the guard's catalog snapshot follows it.
         self._generation = 0
         self._snapshot: tuple[int, CatalogSnapshot] | None = None
-        #: (scope, SQL, generation) -> the guard's verdict: GetFlightInfo and the DoGet
-        #: that follows, or an agent repeating itself, check a statement once.
-        self._verdicts: OrderedDict[tuple[Any, ...], CheckedStatement] = OrderedDict()
+        #: The guard's verdicts by token scope and text (agentdata.verdicts).
+        self._verdicts = Verdicts()
         self.results = ResultCache(result_cache_bytes)
+        #: Tables' freshness for stream metadata, read from the meta store once per change.
+        self._freshness = FreshnessCache(meta)
         self._memory_guard: MemoryGuard | None = None
         if memory_headroom_bytes > 0:
             base = rss_bytes() + parse_bytes(memory_limit) + memory_headroom_bytes
@@ -360,16 +374,13 @@ class Engine:
         return self._con.cursor()
 
     def _read_cursor(self) -> duckdb.DuckDBPyConnection:
-        """A cursor inside a READ ONLY transaction: whatever runs on it cannot write
-        (DuckDB refuses with "transaction is launched in read-only mode")."""
-        cur = self.cursor()
-        try:
-            with translate_errors():
-                cur.execute("BEGIN TRANSACTION READ ONLY")
-        except BaseException:
-            cur.close()
-            raise
-        return cur
+        """A new cursor inside a READ ONLY transaction: whatever runs on it cannot write
+        (DuckDB refuses with "transaction is launched in read-only mode"). Usually one
+        begun ahead (agentdata.read_cursors)."""
+        if self._closed:
+            raise Unavailable("the server is shutting down")
+        with translate_errors():
+            return self._read_cursors.take()
 
     # -- checking ------------------------------------------------------------
     @audit.audited_call(refusals_only=True)
@@ -382,19 +393,16 @@ class Engine:
     def _check_on(
         self, rq: RunningQuery, cur: duckdb.DuckDBPyConnection, principal: Principal, sql: str
     ) -> CheckedStatement:
-        # Governance is part of the scope: tokens with other filters never share a verdict.
-        key = (principal.role, principal.tables, principal.governance, sql, self._generation)
-        stmt = self._verdicts.get(key) if len(sql) <= _VERDICT_SQL_BYTES else None
+        # Governance is part of the scope: tokens with other filters never share a verdict;
+        # so is the catalog generation: a committed write may change what a name binds to.
+        scope = (principal.role, principal.tables, principal.governance, self._generation)
+        stmt = self._verdicts.get(scope, sql)
         if stmt is None:
             with sqlguard.scrubbed(principal), translate_errors():
                 stmt = self.guard.check(
                     cur, principal, sql, self._catalog_snapshot(cur), rq.raise_if_stopped
                 )
-            if len(sql) <= _VERDICT_SQL_BYTES:
-                with self._running_lock:
-                    self._verdicts[key] = stmt
-                    while len(self._verdicts) > _VERDICTS:
-                        self._verdicts.popitem(last=False)
+            self._verdicts.put(scope, sql, stmt)
         if rq.stop_reason is not None:
             raise rq.stop_reason
         audit.note_statement(stmt)
@@ -517,7 +525,7 @@ class Engine:
         cur: duckdb.DuckDBPyConnection,
     ) -> RunningQuery:
         rq = RunningQuery(
-            query_id=query_id or uuid.uuid4().hex,
+            query_id=query_id or _new_query_id(),
             token_id=principal.token_id,
             sql=sql,
             cursor=cur,
@@ -636,22 +644,20 @@ class Engine:
                     reader = pa.RecordBatchReader.from_batches(cached.schema, cached.batches)
                 else:
                     with sqlguard.scrubbed(principal), translate_errors():
-                        rel = cur.sql(stmt.sql, params=options.params)
-                        if limit is not None:
-                            rel = rel.limit(limit)
-                        reader = as_json_extension(rel.to_arrow_reader(self.batch_rows), rel.types)
+                        reader = arrow_stream(
+                            cur, stmt.sql, options.params, batch_rows=self.batch_rows, limit=limit
+                        )
                     if cache_key is not None:
                         reader = self._recording(reader, cache_key, rq.versions)
-                schema = reader.schema.with_metadata(
-                    {
-                        **(reader.schema.metadata or {}),
-                        b"agentdata.cache": b"hit" if cached is not None else b"miss",
-                        b"agentdata.engine": b"duckdb",
-                    }
-                )
-                read = {t for t in stmt.tables if t.split(".", 1)[0] not in SYSTEM_SCHEMAS}
+                metadata = {
+                    **(reader.schema.metadata or {}),
+                    b"agentdata.cache": b"hit" if cached is not None else b"miss",
+                    b"agentdata.engine": b"duckdb",
+                }
+                read = frozenset(t for t in stmt.tables if t.split(".", 1)[0] not in SYSTEM_SCHEMAS)
                 if read:
-                    schema = with_freshness(schema, freshness_of(self.meta, read))
+                    metadata[FRESHNESS_KEY] = self._freshness.encoded(read)
+                schema = reader.schema.with_metadata(metadata)
                 rq.detached = True  # the stream owns it now
                 batches = self._batches(rq, reader, max_rows, options)
                 if principal.governance is not None:
@@ -1003,6 +1009,7 @@ class Engine:
             # A dropped table's stats and descriptions go with it (a new table of the
             # same name starts undescribed).
             self.meta.execute("DELETE FROM table_stats WHERE name = ?", (gone,))
+            self._freshness.changed()
             self.meta.execute("DELETE FROM descriptions WHERE name = ?", (gone,))
         if not stmt.returning or stmt.row_check:
             return WriteOutcome(changed)
@@ -1078,6 +1085,12 @@ class Engine:
     ) -> None:
         """Record that tables changed now (ListFlights shows it as last-modified)."""
         now = time.time()
+        try:
+            self._touch(names, now, synced, snapshot)
+        finally:
+            self._freshness.changed()
+
+    def _touch(self, names: Iterable[str], now: float, synced: bool, snapshot: str | None) -> None:
         for name in names:
             if synced:
                 self.meta.execute(
@@ -1291,6 +1304,7 @@ class Engine:
         if self._closed:
             return
         self.cancel_all("the server is shutting down")
+        self._read_cursors.close()
         self._watchdog.stop()
         if self._memory_guard is not None:
             self._memory_guard.stop()

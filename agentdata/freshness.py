@@ -16,6 +16,8 @@ microseconds, so two writes within one second still tell apart.
 from __future__ import annotations
 
 import json
+import threading
+from collections import OrderedDict
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
@@ -66,6 +68,44 @@ def freshness_of(meta: MetaStore, tables: Iterable[str]) -> dict[str, dict[str, 
             else entry(None, None, None)
         )
     return out
+
+
+class FreshnessCache:
+    """Freshness of table sets as the stream metadata value, read once per change.
+
+    Every read carries its tables' freshness, and a meta store query per read costs
+    more than an indexed lookup does to run. The engine calls `changed()` after every
+    change to `table_stats`; an answer read while a change lands is not kept (the
+    version moved), so a later read never sees times older than the last change.
+    """
+
+    def __init__(self, meta: MetaStore, max_entries: int = 1024) -> None:
+        self._meta = meta
+        self._max = max_entries
+        self._entries: OrderedDict[frozenset[str], bytes] = OrderedDict()
+        self._version = 0
+        self._lock = threading.Lock()
+
+    def encoded(self, tables: frozenset[str]) -> bytes:
+        """The JSON value of `FRESHNESS_KEY` for `tables`."""
+        with self._lock:
+            known = self._entries.get(tables)
+            version = self._version
+        if known is not None:
+            return known
+        value = json.dumps(freshness_of(self._meta, tables), separators=(",", ":")).encode()
+        with self._lock:
+            if self._version == version:
+                self._entries[tables] = value
+                while len(self._entries) > self._max:
+                    self._entries.popitem(last=False)
+        return value
+
+    def changed(self) -> None:
+        """`table_stats` changed: forget every cached answer."""
+        with self._lock:
+            self._version += 1
+            self._entries.clear()
 
 
 def with_freshness(schema: pa.Schema, freshness: dict[str, dict[str, Any]]) -> pa.Schema:

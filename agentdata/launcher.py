@@ -99,7 +99,10 @@ def serve(settings: Settings, dispatcher: Dispatcher | None = None) -> int:
         http_sock.bind((settings.host, settings.http_port))
         http_port = http_sock.getsockname()[1]
         flight = build_flight_server(
-            core.engine, core.tokens, settings, sql_service=FlightSqlService(core.engine)
+            core.engine,
+            core.tokens,
+            settings,
+            sql_service=FlightSqlService(core.engine, started_ttl_s=settings.started_query_ttl_s),
         )
         endpoints = loopback_endpoints(settings, flight.port, http_port)
         core.dispatcher.start(core, endpoints)

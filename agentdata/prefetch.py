@@ -9,10 +9,10 @@ ones waiting, and the one being sent): with depth 1, two. pyarrow releases
 the GIL while DuckDB produces, so the two threads really run at once.
 
 The first `inline` items are produced on the consumer's thread, and the producer
-thread starts only when a stream goes on past them: most agent queries are a batch or
-two, and starting a thread costs more than they do (about 2 ms under load, measured
-per point query), while a long stream loses nothing by overlapping from its third
-batch on.
+thread (and its queue and locks) is made only when a stream goes on past them: most
+agent queries are a batch or two, and starting a thread costs more than they do (about
+2 ms under load, measured per point query), while a long stream loses nothing by
+overlapping from its third batch on.
 """
 
 from __future__ import annotations
@@ -39,14 +39,25 @@ class Prefetcher(Generic[T]):
         inline: int = 2,
     ) -> None:
         self._produce: Callable[[], object] = produce
-        self._queue: queue.Queue[object] = queue.Queue()
-        self._slots = threading.Semaphore(max(1, depth))
-        self._stop = threading.Event()
+        self._depth = max(1, depth)
+        self._name = name
         self._inline = inline
         self._ended = False
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._stopped = False
+        # Made when the stream goes on past its inline items (see `_start`).
+        self._queue: queue.Queue[object] | None = None
+        self._slots: threading.Semaphore | None = None
+        self._thread: threading.Thread | None = None
+
+    def _start(self) -> queue.Queue[object]:
+        self._queue = queue.Queue()
+        self._slots = threading.Semaphore(self._depth)
+        self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+        self._thread.start()
+        return self._queue
 
     def _run(self) -> None:
+        assert self._queue is not None
         try:
             while self._take_slot():
                 try:
@@ -63,9 +74,10 @@ class Prefetcher(Generic[T]):
 
     def _take_slot(self) -> bool:
         """Wait until fewer than `depth` batches wait to be taken; False once closed."""
-        while not self._stop.is_set():
+        assert self._slots is not None
+        while not self._stopped:
             if self._slots.acquire(timeout=0.05):
-                return not self._stop.is_set()
+                return not self._stopped
         return False
 
     def __iter__(self) -> Iterator[T]:
@@ -82,11 +94,13 @@ class Prefetcher(Generic[T]):
                 self._ended = True
                 self._produce = _exhausted
                 raise
-        if self._thread.ident is None:  # past the inline items: overlap from here on
-            if self._stop.is_set():
+        waiting = self._queue
+        if waiting is None:  # past the inline items: overlap from here on
+            if self._stopped:
                 raise StopIteration
-            self._thread.start()
-        item = self._queue.get()
+            waiting = self._start()
+        item = waiting.get()
+        assert self._slots is not None
         self._slots.release()  # taken: the producer may start the next one
         if item is _END:
             raise StopIteration
@@ -96,10 +110,12 @@ class Prefetcher(Generic[T]):
 
     def close(self, timeout: float = 5.0) -> None:
         """Stop the producer thread (after its current batch) and wait for it."""
-        self._stop.set()
-        self._produce = _exhausted if self._thread.ident is None else self._produce
-        if self._thread.ident is not None and threading.current_thread() is not self._thread:
-            self._thread.join(timeout)
+        self._stopped = True
+        thread = self._thread
+        if thread is None:
+            self._produce = _exhausted
+        elif threading.current_thread() is not thread:
+            thread.join(timeout)
 
 
 class _Failure:

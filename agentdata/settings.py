@@ -89,6 +89,15 @@ class Settings(BaseSettings):
     ticket_ttl_s: float = Field(
         300.0, description="How long a Flight ticket stays redeemable, in seconds."
     )
+    started_query_ttl_s: float = Field(
+        60.0,
+        gt=0,
+        description=(
+            "How long a Flight SQL query started by GetFlightInfo waits for the DoGet of its "
+            "ticket; then it is closed (cursor, memory and admission slot freed) and a later "
+            "DoGet runs it afresh."
+        ),
+    )
     token_default_ttl_s: int = Field(
         90 * 24 * 3600, description="Lifetime of a token created without ttl_seconds."
     )

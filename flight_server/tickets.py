@@ -1,7 +1,10 @@
 """Tickets: opaque, short-lived, bound to the token that obtained them.
 
-Wire format: 20 random bytes rendered as `adt1.<base64url>` (e.g.
-`adt1.q9Jf3x0cV7mYb2e1k8WfZy5tHnE`). The ticket names an entry held in server memory
+Wire format: 20 unpredictable bytes rendered as `adt1.<base64url>` (e.g.
+`adt1.q9Jf3x0cV7mYb2e1k8WfZy5tHnE`): a keyed BLAKE2b of a counter, under a 32-byte key
+drawn from the OS's random source once per store (a pseudorandom function: without
+the key no ticket can be predicted from others; drawing 20 fresh OS bytes per ticket
+cost more than a point query's lookup). The ticket names an entry held in server memory
 (what to run, for which token, until when); it carries no SQL and no claims, so
 nothing can be read from or forged into it. A ticket redeemed by another token is
 refused with PERMISSION_DENIED; an unknown or expired one with NOT_FOUND.
@@ -10,6 +13,9 @@ The ticket id doubles as the query id for `cancel`.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import itertools
 import secrets
 import threading
 import time
@@ -43,13 +49,15 @@ class TicketStore:
 
     def __init__(self, ttl_s: float) -> None:
         self.ttl_s = ttl_s
+        self._key = secrets.token_bytes(32)
+        self._count = itertools.count(1)
         self._entries: dict[bytes, TicketEntry] = {}
         self._lock = threading.Lock()
 
     def issue(
         self, principal: Principal, sql: str, *, truncate: bool = False, **extra: Any
     ) -> TicketEntry:
-        ticket = PREFIX + secrets.token_urlsafe(20).encode()
+        ticket = PREFIX + self._random_part()
         entry = TicketEntry(
             ticket=ticket,
             token_id=principal.token_id,
@@ -62,6 +70,11 @@ class TicketStore:
             self._expire()
             self._entries[ticket] = entry
         return entry
+
+    def _random_part(self) -> bytes:
+        counter = next(self._count).to_bytes(16, "big")
+        digest = hashlib.blake2b(counter, key=self._key, digest_size=20).digest()
+        return base64.urlsafe_b64encode(digest).rstrip(b"=")
 
     def redeem(self, principal: Principal, ticket: bytes) -> TicketEntry:
         """The entry behind `ticket`, if it is live and was issued to this token."""

@@ -125,14 +125,16 @@ _SERVER_READER = Principal(token_id="agentdata-flightsql", name="flightsql", rol
 class FlightSqlService:
     """Flight SQL on the Flight server's port; built from the engine alone."""
 
-    def __init__(self, engine: Engine, *, prepared_ttl_s: float = 1800.0) -> None:
+    def __init__(
+        self, engine: Engine, *, prepared_ttl_s: float = 1800.0, started_ttl_s: float = 60.0
+    ) -> None:
         self.engine = engine
         # A store of its own until the Flight server hands over its store
         # (use_tickets), so that both protocols share one.
         self.tickets = TicketStore(ttl_s=300.0)
         self.prepared = PreparedStatements(idle_ttl_s=prepared_ttl_s)
         self.watcher = DisconnectWatcher()
-        self.started = StartedQueries()
+        self.started = StartedQueries(started_ttl_s)
         # Tickets of queries cancelled before (or while) they ran: DoGet refuses them.
         self._spent: dict[bytes, tuple[float, AgentdataError]] = {}
         self._spent_lock = threading.Lock()

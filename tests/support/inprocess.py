@@ -160,7 +160,10 @@ class FlightHarness:
 def build_flight(core: Core) -> FlightHarness:
     """The Flight server with Flight SQL, exactly as `agentdata serve` builds it."""
     server = build_flight_server(
-        core.engine, core.tokens, core.settings, sql_service=FlightSqlService(core.engine)
+        core.engine,
+        core.tokens,
+        core.settings,
+        sql_service=FlightSqlService(core.engine, started_ttl_s=core.settings.started_query_ttl_s),
     )
     return FlightHarness(core, server)
 

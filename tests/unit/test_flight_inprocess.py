@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import json
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -174,6 +175,37 @@ def test_get_flight_info_binds_without_running(flight: FlightHarness, reader: st
     assert info.schema.field("n").type == pa.int32()
     with pytest.raises(pa.ArrowInvalid, match=r"(?i)\[invalid_argument\].*convert"):
         flight.client.do_get(info.endpoints[0].ticket, flight.options(reader)).read_all()
+
+
+def test_a_flight_sql_query_never_fetched_is_closed_and_its_ticket_runs_afresh(
+    tmp_path: Path,
+) -> None:
+    """A Flight SQL GetFlightInfo starts its query; a ticket never redeemed within
+    started_query_ttl_s frees it (cursor, admission slot: the running-queries count
+    back to idle), and a DoGet that comes later still answers, running it anew."""
+    with harness(tmp_path / "data", demo_rows=100, started_query_ttl_s=0.3) as built:
+        engine, client = built.core.engine, built.flight.client
+        options = built.flight.options(ADMIN)
+        infos = [
+            client.get_flight_info(
+                fl.FlightDescriptor.for_command(
+                    pack(
+                        pb.CommandStatementQuery(query=f"SELECT * FROM demo.orders WHERE id > {i}")
+                    )
+                ),
+                options,
+            )
+            for i in range(3)
+        ]
+        assert engine.running_count() == 3
+        deadline = time.monotonic() + 10
+        while engine.running_count() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert engine.running_count() == 0
+        late = client.do_get(infos[2].endpoints[0].ticket, options).read_all()
+        expected = built.flight.query(ADMIN, "SELECT count(*) AS n FROM demo.orders WHERE id > 2")
+        assert late.num_rows == expected["n"][0].as_py() > 0
+        assert engine.running_count() == 0
 
 
 def test_the_bound_schema_is_what_the_stream_carries(flight: FlightHarness, reader: str) -> None:

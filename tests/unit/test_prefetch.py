@@ -41,6 +41,7 @@ def test_runs_ahead_but_never_more_than_depth_and_close_stops_the_thread() -> No
     produce, produced = _producer(list(range(1000)))
     p = Prefetcher(produce, depth=2, inline=0)
     assert next(p) == 0
+    assert p._queue is not None and p._thread is not None  # made once the stream went on
     deadline = time.monotonic() + 5
     while p._queue.qsize() < 2 and time.monotonic() < deadline:
         time.sleep(0.005)  # polling: the producer runs ahead on its own thread
@@ -57,14 +58,14 @@ def test_a_short_stream_never_starts_the_thread() -> None:
     produce, _ = _producer([7])
     p = Prefetcher(produce, inline=2)
     assert list(p) == [7]
-    assert p._thread.ident is None
+    assert p._thread is None
     p.close()  # closing an unstarted prefetcher is fine
     produce, _ = _producer(list(range(5)))
     p = Prefetcher(produce, inline=2)
     assert [next(p), next(p)] == [0, 1]
-    assert p._thread.ident is None
+    assert p._thread is None
     assert list(p) == [2, 3, 4]
-    assert p._thread.ident is not None
+    assert p._thread is not None
     p.close()
 
 
@@ -76,7 +77,7 @@ def test_an_error_in_an_inline_item_ends_the_stream() -> None:
         next(p)
     with pytest.raises(StopIteration):
         next(p)
-    assert p._thread.ident is None
+    assert p._thread is None
 
 
 def test_close_before_the_thread_starts_ends_the_stream() -> None:
