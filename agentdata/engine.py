@@ -100,6 +100,9 @@ def _new_query_id() -> str:
     return f"{_QUERY_ID_PREFIX}{next(_QUERY_COUNT):016x}"
 
 
+#: Prefetcher `inline` for a stream with nothing to produce ahead: every item inline.
+_NEVER = 1 << 62
+
 #: Schemas that are DuckDB's own, never listed as data.
 SYSTEM_SCHEMAS = ("information_schema", "pg_catalog")
 
@@ -599,6 +602,10 @@ class Engine:
                 return stmt, EXPLAIN_RESULT_SCHEMA
             if stmt.kind is Kind.WRITE:
                 return stmt, self._write_schema(principal, stmt, params)
+            key = self._cache_key(principal, stmt, params, limit)
+            cached = self.results.schema_of(key, [_ANY_TABLE]) if key is not None else None
+            if cached is not None:  # a hot query: its result, and so its schema, is at hand
+                return stmt, cached
             with sqlguard.scrubbed(principal), translate_errors():
                 return stmt, self._schemas.of(cur, stmt.sql, params)
 
@@ -634,11 +641,11 @@ class Engine:
                 )
                 if federated is not None:  # Snowflake runs all or part of it
                     rq.detached = True
-                    batches = self._batches(rq, federated, max_rows, options)
+                    batches = self._batches(rq, federated, max_rows, options, prefetch=True)
                     if principal.governance is not None:
                         batches = governance.redacting_errors(batches)
                     return ResultStream(federated.schema, batches, rq.query_id)
-                cache_key = self._cache_key(principal, stmt, options, limit)
+                cache_key = self._cache_key(principal, stmt, options.params, limit)
                 cached = self.results.get(cache_key, [_ANY_TABLE]) if cache_key else None
                 if cached is not None:
                     reader = pa.RecordBatchReader.from_batches(cached.schema, cached.batches)
@@ -659,7 +666,8 @@ class Engine:
                     metadata[FRESHNESS_KEY] = self._freshness.encoded(read)
                 schema = reader.schema.with_metadata(metadata)
                 rq.detached = True  # the stream owns it now
-                batches = self._batches(rq, reader, max_rows, options)
+                # A cached result is in memory already: nothing to produce ahead.
+                batches = self._batches(rq, reader, max_rows, options, prefetch=cached is None)
                 if principal.governance is not None:
                     # Rows outside the filter or under a mask must not surface in errors.
                     batches = governance.redacting_errors(batches)
@@ -681,7 +689,7 @@ class Engine:
         self,
         principal: Principal,
         stmt: CheckedStatement,
-        options: StreamOptions,
+        params: Sequence[Any] | Mapping[str, Any] | None,
         limit: int | None,
     ) -> tuple[Any, ...] | None:
         """The results-cache key of a read, or None if it must not be cached."""
@@ -692,7 +700,7 @@ class Engine:
             principal.tables,
             principal.governance,
             stmt.sql,
-            params_key(options.params),
+            params_key(params),
             limit,
         )
 
@@ -716,11 +724,18 @@ class Engine:
         reader: pa.RecordBatchReader,
         max_rows: int | None,
         options: StreamOptions,
+        *,
+        prefetch: bool,
     ) -> Iterator[pa.RecordBatch]:
         counts = [0, 0]  # rows, bytes
         done = threading.Event()
         # DuckDB produces the next batch while this one is being sent (agentdata.prefetch).
-        ahead = Prefetcher(reader.read_next_batch, depth=1, name=f"produce-{rq.query_id[:8]}")
+        ahead = Prefetcher(
+            reader.read_next_batch,
+            depth=1,
+            name=f"produce-{rq.query_id[:8]}",
+            inline=2 if prefetch else _NEVER,
+        )
 
         def cleanup() -> None:
             # Runs once: at the end of iteration, or when the iterator is dropped

@@ -89,6 +89,16 @@ class ResultCache:
         metrics.CACHE_REQUESTS.labels("hit").inc()
         return entry
 
+    def schema_of(self, key: Hashable, tables: Iterable[str]) -> pa.Schema | None:
+        """The schema of a fresh entry for `key`, if there is one (not counted as a
+        request: the DoGet that follows asks `get`)."""
+        if not self.enabled:
+            return None
+        current = self.versions(tables)
+        with self._lock:
+            entry = self._entries.get(key)
+        return entry.schema if entry is not None and entry.versions == current else None
+
     def put(
         self,
         key: Hashable,
