@@ -27,6 +27,11 @@ import pyarrow as pa
 from agentdata.json_columns import json_schema
 from agentdata.names import quote_ident
 
+try:  # DuckDB's own binder call (duckdb 2.0), as in agentdata.duck_stream.
+    from duckdb import _seam
+except ImportError:  # pragma: no cover - another duckdb build
+    _seam = None  # type: ignore[assignment]
+
 #: Distinct result shapes remembered (a shape is a few hundred bytes).
 MAX_SHAPES = 4096
 
@@ -50,8 +55,8 @@ class BoundSchemas:
         """The Arrow schema `sql` would stream (JSON columns as `arrow.json`), from
         binding it on `cur`. Raises what DuckDB raises for a statement that does not
         bind (the caller translates)."""
-        rel = cur.sql(sql, params=params)
-        return self.arrow(cur, list(rel.columns), list(rel.types))
+        names, types = bind(cur, sql, params)
+        return self.arrow(cur, names, types)
 
     def arrow(
         self, cur: duckdb.DuckDBPyConnection, names: list[str], types: list[Any]
@@ -70,6 +75,21 @@ class BoundSchemas:
             while len(self._shapes) > self._max:
                 self._shapes.popitem(last=False)
         return schema
+
+
+def bind(
+    cur: duckdb.DuckDBPyConnection,
+    sql: str,
+    params: Sequence[Any] | Mapping[str, Any] | None = None,
+) -> tuple[list[str], list[Any]]:
+    """The result's column names and DuckDB types, from binding `sql` once (the
+    relation API parses it, then binds it; the binder alone does both)."""
+    if _seam is None:
+        rel = cur.sql(sql, params=params)
+        return list(rel.columns), list(rel.types)
+    values = dict(params) if isinstance(params, Mapping) else list(params) if params else None
+    signature = _seam.bind(cur, sql, values=values)
+    return list(signature.names), list(signature.types)
 
 
 def _converted(cur: duckdb.DuckDBPyConnection, shape: _Shape) -> pa.Schema:

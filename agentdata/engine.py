@@ -396,9 +396,7 @@ class Engine:
     def _check_on(
         self, rq: RunningQuery, cur: duckdb.DuckDBPyConnection, principal: Principal, sql: str
     ) -> CheckedStatement:
-        # Governance is part of the scope: tokens with other filters never share a verdict;
-        # so is the catalog generation: a committed write may change what a name binds to.
-        scope = (principal.role, principal.tables, principal.governance, self._generation)
+        scope = self._scope(principal)
         stmt = self._verdicts.get(scope, sql)
         if stmt is None:
             with sqlguard.scrubbed(principal), translate_errors():
@@ -410,6 +408,21 @@ class Engine:
             raise rq.stop_reason
         audit.note_statement(stmt)
         return stmt
+
+    def _scope(self, principal: Principal) -> tuple[Any, ...]:
+        # Governance is part of the scope: tokens with other filters never share a verdict;
+        # so is the catalog generation: a committed write may change what a name binds to.
+        return (principal.role, principal.tables, principal.governance, self._generation)
+
+    def starts_at_once(self, principal: Principal, sql: str) -> bool:
+        """Whether `sql`, already checked for this principal's scope, is a local read
+        that does no work before its first row (agentdata.streaming): then opening its
+        stream where only its schema is asked for costs nothing more. A statement not
+        checked yet is not (the next one of its numeric shape will be)."""
+        stmt = self._verdicts.get(self._scope(principal), sql)
+        if stmt is None or not stmt.starts_at_once:
+            return False
+        return self.federation is None or not self.federation.reads_remote(stmt.tables)
 
     def validate_governance(
         self, row_filters: Any, column_masks: Any
@@ -870,6 +883,24 @@ class Engine:
             raise PermissionDenied("that query belongs to another token")
         rq.stop(Cancelled("query cancelled by request"))
         return True
+
+    def park(self, query_id: str) -> None:
+        """A stream opened ahead of its consumer (a read that `starts_at_once`) waits
+        to be fetched: it gives its admission slots back meanwhile, since it does no
+        work until read, so a client that never fetches cannot lock its token out."""
+        with self._running_lock:
+            rq = self._running.get(query_id)
+        if rq is not None and rq.release is not None:
+            release, rq.release = rq.release, None
+            release()
+
+    def unpark(self, principal: Principal, query_id: str) -> None:
+        """A parked stream is about to be read: it takes admission slots again
+        (ResourceExhausted when its token is at its limit, as for a new query)."""
+        with self._running_lock:
+            rq = self._running.get(query_id)
+        if rq is not None and rq.release is None and self.admission is not None:
+            rq.release = self.admission.admit(principal)
 
     def running_count(self) -> int:
         with self._running_lock:

@@ -40,6 +40,7 @@ from agentdata import (
     returning,
     sql_functions,
     sql_tree,
+    streaming,
 )
 from agentdata.errors import InvalidArgument, PermissionDenied
 from agentdata.names import (
@@ -124,6 +125,9 @@ class CheckedStatement:
     #: A governed writer's INSERT/UPDATE: `sql` ends in a RETURNING of the row filter,
     #: and every row written must pass it (agentdata.governed_writes).
     row_check: bool = False
+    #: A read that does no work before its first row (agentdata.streaming): starting
+    #: it costs nothing. Only walked statements (non-admins) can be known to be.
+    starts_at_once: bool = False
 
 
 @dataclass(frozen=True)
@@ -137,13 +141,15 @@ class CatalogSnapshot:
     #: Names of DuckDB's own views: (schema, name); schema "main" means system.main.
     system_views: frozenset[tuple[str, str]]
     catalog: str  # this database's catalog name ("data")
+    #: The subset of `objects` that are tables (not views).
+    tables: frozenset[tuple[str, str]] = frozenset()
 
     @classmethod
     def read(cls, cur: duckdb.DuckDBPyConnection) -> CatalogSnapshot:
         objects = cur.execute(
-            "SELECT lower(schema_name), lower(table_name) FROM duckdb_tables()"
+            "SELECT lower(schema_name), lower(table_name), true FROM duckdb_tables()"
             " WHERE database_name = current_database() AND NOT temporary"
-            " UNION SELECT lower(schema_name), lower(view_name) FROM duckdb_views()"
+            " UNION SELECT lower(schema_name), lower(view_name), false FROM duckdb_views()"
             " WHERE database_name = current_database() AND NOT internal AND NOT temporary"
         ).fetchall()
         macros: dict[str, list[tuple[str, str, str]]] = {}
@@ -157,7 +163,8 @@ class CatalogSnapshot:
         ).fetchall()
         catalog = cur.execute("SELECT current_database()").fetchall()[0][0]
         return cls(
-            objects=frozenset((s, n) for s, n in objects),
+            objects=frozenset((s, n) for s, n, _ in objects),
+            tables=frozenset((s, n) for s, n, is_table in objects if is_table),
             macros=macros,
             system_views=frozenset((s, n) for s, n in system_views),
             catalog=str(catalog).lower(),
@@ -225,7 +232,13 @@ class Guard:
                 inspector.named,
                 new_tree if inspector.has_params else None,
             )
-            return replace(checked, deterministic=not inspector.volatile)
+            return replace(
+                checked,
+                deterministic=not inspector.volatile,
+                starts_at_once=not inspector.rewritten
+                and not c.explain
+                and streaming.starts_at_once(tree, snapshot.tables, snapshot.macros),
+            )
 
     # -- writes ------------------------------------------------------------------
     def _check_write(

@@ -55,7 +55,8 @@ from agentdata.sqlguard import quote_ident
 from agentdata.tokens import Principal, TokenVerifier
 from flight_server.auth import MIDDLEWARE_KEY, AuthMiddlewareFactory, NoOpAuthHandler, principal_of
 from flight_server.errors import flight_errors, guard_stream
-from flight_server.tickets import TicketStore
+from flight_server.started import StartedQueries, StartedQuery
+from flight_server.tickets import TicketEntry, TicketStore
 
 log = logging.getLogger("agentdata.flight")
 
@@ -135,6 +136,7 @@ class AgentdataFlightServer(fl.FlightServerBase):
         location: str,
         *,
         tickets: TicketStore,
+        started_ttl_s: float = 60.0,
         sql_service: CommandService | None = None,
         tls_certificates: list[tuple[bytes, bytes]] | None = None,
         verify_client: bool = False,
@@ -150,6 +152,8 @@ class AgentdataFlightServer(fl.FlightServerBase):
         )
         self.engine = engine
         self.tickets = tickets
+        #: Reads started by GetFlightInfo, handed to the DoGet of their ticket.
+        self.started = StartedQueries(started_ttl_s, name="agentdata-flight")
         self.sql_service = sql_service
         if sql_service is not None:
             sql_service.use_tickets(tickets)
@@ -181,9 +185,28 @@ class AgentdataFlightServer(fl.FlightServerBase):
                 with audit.channel("flightsql"):
                     return self.sql_service.get_flight_info(context, principal, descriptor)
             sql, truncate = _command(descriptor.command)
-            _, schema = self.engine.schema_of(principal, sql)
             entry = self.tickets.issue(principal, sql, truncate=truncate)
+            if self.engine.starts_at_once(principal, sql):
+                schema = self._start(context, principal, entry)
+            else:  # only bound here: the DoGet runs it
+                _, schema = self.engine.schema_of(principal, sql)
             return fl.FlightInfo(schema, descriptor, [fl.FlightEndpoint(entry.ticket, [])], -1, -1)
+
+    def _start(
+        self, context: fl.ServerCallContext, principal: Principal, entry: TicketEntry
+    ) -> pa.Schema:
+        """Open the read of `entry` for the DoGet of its ticket (flight_server.started):
+        it does no work before its first row, so one check and one execution serve both
+        calls."""
+        options = StreamOptions(query_id=entry.query_id, truncate=entry.truncate)
+        stream = open_flight_stream(
+            self.engine, context, principal, entry.sql, options, protocol="flight"
+        )
+        # This call's context dies with it; the DoGet that fetches the stream brings its own.
+        options.is_cancelled = None
+        self.engine.park(entry.query_id)
+        self.started.put(entry.ticket, StartedQuery(stream, options, principal.token_id))
+        return stream.schema
 
     def get_schema(
         self, context: fl.ServerCallContext, descriptor: fl.FlightDescriptor
@@ -231,10 +254,20 @@ class AgentdataFlightServer(fl.FlightServerBase):
                 with audit.channel("flightsql"):
                     return self.sql_service.do_get(context, principal, ticket.ticket)
             entry = self.tickets.redeem(principal, ticket.ticket)
-            options = StreamOptions(query_id=entry.query_id, truncate=entry.truncate)
-            stream = open_flight_stream(
-                self.engine, context, principal, entry.sql, options, protocol="flight"
-            )
+            started = self.started.take(entry.ticket)
+            if started is not None:
+                stream, options = started.stream, started.options
+                try:
+                    self.engine.unpark(principal, entry.query_id)
+                except BaseException:
+                    stream.close()
+                    raise
+                options.is_cancelled = context.is_cancelled
+            else:  # not started by GetFlightInfo, or left unfetched too long: run it now
+                options = StreamOptions(query_id=entry.query_id, truncate=entry.truncate)
+                stream = open_flight_stream(
+                    self.engine, context, principal, entry.sql, options, protocol="flight"
+                )
             return to_data_stream(stream, _with_truncation_note(stream, options, principal))
 
     def do_put(
@@ -319,6 +352,7 @@ class AgentdataFlightServer(fl.FlightServerBase):
         if cancelled:
             log.info("shutdown: cancelled %d running queries", cancelled)
         self.shutdown()
+        self.started.close()
         if self.sql_service is not None:
             self.sql_service.close()
 
@@ -523,6 +557,7 @@ def build_flight_server(
         tokens,
         f"{scheme}://{s.host}:{s.flight_port}",
         tickets=TicketStore(s.ticket_ttl_s),
+        started_ttl_s=s.started_query_ttl_s,
         sql_service=sql_service,
         tls_certificates=tls_certificates,
         verify_client=root_certificates is not None,

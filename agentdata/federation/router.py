@@ -129,6 +129,10 @@ class Federation:
         self.pool.close()
 
     # -- routing -------------------------------------------------------------------------
+    def reads_remote(self, tables: frozenset[str]) -> bool:
+        """Whether a statement reading `tables` involves a remote table."""
+        return bool(tables & self.catalog.names())
+
     def open(
         self,
         rq: RunningQuery,

@@ -59,8 +59,8 @@ from flight_server.flightsql.params import read_parameter_batch
 from flight_server.flightsql.prepared import ParamSet, PreparedStatement, PreparedStatements
 from flight_server.flightsql.proto import FlightActions_pb2 as actions_pb
 from flight_server.flightsql.proto import FlightSql_pb2 as pb
-from flight_server.flightsql.started import StartedQueries, StartedQuery
 from flight_server.server import open_flight_stream, to_data_stream
+from flight_server.started import StartedQueries, StartedQuery
 from flight_server.tickets import TicketEntry, TicketStore
 
 log = logging.getLogger("agentdata.flightsql")
@@ -134,7 +134,7 @@ class FlightSqlService:
         self.tickets = TicketStore(ttl_s=300.0)
         self.prepared = PreparedStatements(idle_ttl_s=prepared_ttl_s)
         self.watcher = DisconnectWatcher()
-        self.started = StartedQueries(started_ttl_s)
+        self.started = StartedQueries(started_ttl_s, name="agentdata-flightsql")
         # Tickets of queries cancelled before (or while) they ran: DoGet refuses them.
         self._spent: dict[bytes, tuple[float, AgentdataError]] = {}
         self._spent_lock = threading.Lock()

@@ -177,6 +177,90 @@ def test_get_flight_info_binds_without_running(flight: FlightHarness, reader: st
         flight.client.do_get(info.endpoints[0].ticket, flight.options(reader)).read_all()
 
 
+def test_a_read_that_starts_at_once_runs_once_for_get_flight_info_and_do_get(
+    h: Harness, flight: FlightHarness, reader: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A one-table read with no sort or aggregate, of a shape already checked, is
+    opened by GetFlightInfo (registered under its ticket) and streamed by the DoGet of
+    that ticket: one check, one execution, no bind."""
+    engine = h.core.engine
+    sql = "SELECT id, name FROM demo.customers WHERE id = {}"
+    flight.query(reader, sql.format(1))  # checks the shape once
+    calls: list[str] = []
+    for name in ("open_stream", "schema_of"):
+        original = getattr(engine, name)
+
+        def spy(*args: Any, _name: str = name, _original: Any = original, **kw: Any) -> Any:
+            calls.append(_name)
+            return _original(*args, **kw)
+
+        monkeypatch.setattr(engine, name, spy)
+    idle = engine.running_count()  # earlier tests may have left reads started
+    info = flight.client.get_flight_info(cmd(sql.format(7)), flight.options(reader))
+    assert calls == ["open_stream"]
+    assert engine.running_count() == idle + 1
+    table = flight.client.do_get(info.endpoints[0].ticket, flight.options(reader)).read_all()
+    assert calls == ["open_stream"]
+    assert table.to_pylist() == [{"id": 7, "name": table["name"][0].as_py()}]
+    assert table.schema.equals(info.schema, check_metadata=True)
+    assert engine.running_count() == idle
+
+
+def test_a_started_read_waiting_for_its_do_get_holds_no_admission_slot(
+    h: Harness, flight: FlightHarness
+) -> None:
+    """Parked reads do no work: a token with max_concurrent 1 may hold several tickets,
+    and each DoGet takes the slot when it runs."""
+    token = h.rest.create_token("reader", name="one-at-a-time", max_concurrent=1)["token"]
+    sql = "SELECT id FROM demo.customers WHERE id = {}"
+    flight.query(token, sql.format(1))
+    infos = [
+        flight.client.get_flight_info(cmd(sql.format(i)), flight.options(token)) for i in (2, 3, 4)
+    ]
+    got = [
+        flight.client.do_get(i.endpoints[0].ticket, flight.options(token)).read_all() for i in infos
+    ]
+    assert [t["id"][0].as_py() for t in got] == [2, 3, 4]
+
+
+def test_cancelling_a_started_read_by_its_ticket_ends_its_do_get(
+    flight: FlightHarness, reader: str
+) -> None:
+    sql = "SELECT id FROM demo.orders WHERE id > {}"
+    flight.query(reader, sql.format(0))
+    info = flight.client.get_flight_info(cmd(sql.format(1)), flight.options(reader))
+    ticket = info.endpoints[0].ticket
+    result = list(
+        flight.client.do_action(fl.Action("cancel", ticket.ticket), flight.options(reader))
+    )
+    assert json.loads(result[0].body.to_pybytes()) == {"cancelled": True}
+    stream = flight.client.do_get(ticket, flight.options(reader))
+    # Chunk by chunk: read_all turns CANCELLED into KeyboardInterrupt in pyarrow.
+    with pytest.raises(fl.FlightCancelledError, match=r"\[cancelled\]"):
+        while True:
+            stream.read_chunk()
+
+
+def test_a_started_plain_flight_read_never_fetched_is_closed(tmp_path: Path) -> None:
+    """Unfetched within started_query_ttl_s, a started read is closed (the running
+    count back to idle); its ticket still answers, running the read anew."""
+    with harness(tmp_path / "data", demo_rows=100, started_query_ttl_s=0.3) as built:
+        engine, client = built.core.engine, built.flight.client
+        token = built.rest.create_token("reader", name="idle")["token"]
+        options = built.flight.options(token)
+        sql = "SELECT * FROM demo.orders WHERE id > {}"
+        built.flight.query(token, sql.format(0))
+        infos = [client.get_flight_info(cmd(sql.format(i)), options) for i in range(1, 4)]
+        assert engine.running_count() == 3 == len(built.flight.server.started)
+        deadline = time.monotonic() + 10
+        while engine.running_count() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert engine.running_count() == 0
+        late = client.do_get(infos[2].endpoints[0].ticket, options).read_all()
+        expected = built.flight.query(ADMIN, "SELECT count(*) AS n FROM demo.orders WHERE id > 3")
+        assert late.num_rows == expected["n"][0].as_py() > 0
+
+
 def test_a_flight_sql_query_never_fetched_is_closed_and_its_ticket_runs_afresh(
     tmp_path: Path,
 ) -> None:

@@ -4,7 +4,8 @@ A Flight SQL client executes a statement with GetFlightInfo and then fetches it 
 DoGet. Starting the query in GetFlightInfo runs it once, instead of once to learn its
 schema and again to stream it (a DuckDB round trip saved on every point query, half
 the work of every aggregate), and the FlightInfo then carries the running query's own
-schema, exact even when it depends on bound parameter values.
+schema, exact even when it depends on bound parameter values. Plain Flight starts
+there only the reads that do no work before their first row (agentdata.streaming).
 
 A started query holds a cursor and at most its first batch. One not fetched within
 `ttl_s`, or pushed out by newer ones of the same token past `max_per_token`, is
@@ -32,8 +33,11 @@ class StartedQuery:
 class StartedQueries:
     """Started queries by ticket; a janitor thread closes the ones left unfetched."""
 
-    def __init__(self, ttl_s: float = 60.0, max_per_token: int = 16) -> None:
+    def __init__(
+        self, ttl_s: float = 60.0, max_per_token: int = 16, *, name: str = "agentdata-started"
+    ) -> None:
         self.ttl_s = ttl_s
+        self.name = name
         self.max_per_token = max_per_token
         self._queries: OrderedDict[bytes, StartedQuery] = OrderedDict()
         self._cond = threading.Condition()
@@ -60,7 +64,7 @@ class StartedQueries:
                 dropped.append(self._queries.pop(old))
             if self._janitor is None:
                 self._janitor = threading.Thread(
-                    target=self._sweep_forever, name="agentdata-flightsql-janitor", daemon=True
+                    target=self._sweep_forever, name=f"{self.name}-janitor", daemon=True
                 )
                 self._janitor.start()
             self._cond.notify()
