@@ -67,7 +67,8 @@ class StartedQueries:
                     target=self._sweep_forever, name=f"{self.name}-janitor", daemon=True
                 )
                 self._janitor.start()
-            self._cond.notify()
+            # No wake-up: the janitor sweeps at its own pace (waking it for every
+            # query cost a GIL hand-over per query).
         _close(dropped)
 
     def take(self, ticket: bytes) -> StartedQuery | None:
@@ -90,8 +91,6 @@ class StartedQueries:
     def _sweep_forever(self) -> None:
         while True:
             with self._cond:
-                while not self._queries and not self._closed:
-                    self._cond.wait()
                 if self._closed:
                     return
                 now = time.monotonic()

@@ -14,7 +14,12 @@ and warms up before its timed queries:
 - ADBC Flight SQL with a bound parameter (`cursor.execute(sql, (id,))`, prepared
   once by the driver and re-bound each call);
 - the reference: DuckDB in-process on a copy of the table with the same PRIMARY KEY,
-  the same prepared statement, no server and no protocol.
+  the same prepared statement, no server and no protocol;
+- the floors, the same clients against servers that answer from memory without any
+  SQL (one row, whatever is asked): a bare `pyarrow.flight` server for plain Flight
+  (benchmarks.bare_flight) and a bare pyarrow Flight SQL server for ADBC
+  (benchmarks.bare_flightsql). What a point query costs there is the client's and the
+  transport's own, the least any server written on pyarrow's Flight can answer in.
 
 Rounds are interleaved; latencies of all rounds are pooled per subject.
 """
@@ -28,6 +33,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from benchmarks import bare_flight, bare_flightsql
 from benchmarks import common as c
 
 NAME = "point_queries"
@@ -55,8 +61,52 @@ def _measure(
     quick: bool, rows: int, points: int, rounds: int, table: str, work: Path, notes: list[str]
 ) -> dict[str, Any]:
     ref = _reference_db(work / "ref.duckdb", table, rows)
-    latencies: dict[str, list[float]] = {"flight": [], "adbc": [], "duckdb": []}
+    latencies: dict[str, list[float]] = {
+        "flight": [],
+        "adbc": [],
+        "duckdb": [],
+        "flight_floor": [],
+        "adbc_floor": [],
+    }
     round_p50: dict[str, list[float]] = {k: [] for k in latencies}
+    one_row = f"SELECT * FROM {table} WHERE id = 42"
+    bare, bare_port = bare_flight.start(str(ref), one_row, 65_536)
+    bare_sql, bare_sql_port = bare_flightsql.start(str(ref), one_row)
+    try:
+        return _measure_with(
+            quick,
+            rows,
+            points,
+            rounds,
+            table,
+            work,
+            notes,
+            ref,
+            latencies,
+            round_p50,
+            f"grpc://127.0.0.1:{bare_port}",
+            f"grpc://127.0.0.1:{bare_sql_port}",
+        )
+    finally:
+        for proc in (bare, bare_sql):
+            proc.kill()
+            proc.wait()
+
+
+def _measure_with(
+    quick: bool,
+    rows: int,
+    points: int,
+    rounds: int,
+    table: str,
+    work: Path,
+    notes: list[str],
+    ref: Path,
+    latencies: dict[str, list[float]],
+    round_p50: dict[str, list[float]],
+    flight_floor_url: str,
+    adbc_floor_url: str,
+) -> dict[str, Any]:
     with c.running_server(work / "data") as server:
         server.execute("CREATE SCHEMA bench")
         server.execute(f"CREATE TABLE {table} ({COLUMNS})")
@@ -73,6 +123,8 @@ def _measure(
             "flight": [*base, "--driver", "flight", "--url", server.flight_url, "--token", token],
             "adbc": [*base, "--driver", "adbc", "--url", server.flight_url, "--token", token],
             "duckdb": [*base, "--driver", "duckdb", "--db", str(ref)],
+            "flight_floor": [*base, "--driver", "flight", "--url", flight_floor_url],
+            "adbc_floor": [*base, "--driver", "adbc", "--url", adbc_floor_url],
         }
         seeds = iter(range(1, 1000))
 
@@ -131,6 +183,20 @@ def _measure(
             "ms",
             reference=stats["duckdb"]["p99"],
             reference_label="DuckDB in-process, PK",
+            load=load,
+        ),
+        c.metric(
+            "point p50, plain Flight, bare pyarrow server (floor)",
+            stats["flight_floor"]["p50"],
+            "ms",
+            spread=_spread(round_p50["flight_floor"]),
+            load=load,
+        ),
+        c.metric(
+            "point p50, ADBC, bare pyarrow Flight SQL server (floor)",
+            stats["adbc_floor"]["p50"],
+            "ms",
+            spread=_spread(round_p50["adbc_floor"]),
             load=load,
         ),
         c.metric(

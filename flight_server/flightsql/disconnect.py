@@ -65,10 +65,8 @@ class DisconnectWatcher:
                     target=self._run, name="agentdata-flightsql-disconnect", daemon=True
                 )
                 self._thread.start()
-            if len(self._watches) == 1:
-                # Wake an idle poller; a busy one keeps its pace (streams enter and
-                # leave once per batch, and must not make it spin).
-                self._cond.notify()
+            # No wake-up: the poller keeps its pace even when idle. Waking it for each
+            # new watch (every query of a serial client) cost a GIL hand-over per query.
         try:
             yield
         finally:
@@ -78,8 +76,6 @@ class DisconnectWatcher:
     def _run(self) -> None:
         while True:
             with self._cond:
-                while not self._watches and not self._closed:
-                    self._cond.wait()
                 if self._closed:
                     return
                 # Contexts are read under the lock: a handler cannot leave `watching()`
