@@ -28,15 +28,25 @@ class Watchdog:
 
     def schedule(self, delay_s: float, callback: Callable[[], None]) -> int:
         handle = next(self._ids)
+        deadline = time.monotonic() + delay_s
         with self._cond:
             self._callbacks[handle] = callback
-            heapq.heappush(self._heap, (time.monotonic() + delay_s, handle))
-            self._cond.notify()
+            # Wake the thread only when it must wait less than it does now: a wake-up
+            # per query (two deadlines each) cost a GIL hand-over per query.
+            earliest = not self._heap or deadline < self._heap[0][0]
+            heapq.heappush(self._heap, (deadline, handle))
+            if earliest:
+                self._cond.notify()
         return handle
 
     def cancel(self, handle: int) -> None:
         with self._cond:
             self._callbacks.pop(handle, None)
+            if len(self._heap) > 2 * len(self._callbacks) + 1024:
+                # Most entries are cancelled ones far from the top (queries end long
+                # before their timeout): rebuild instead of letting them pile up.
+                self._heap = [e for e in self._heap if e[1] in self._callbacks]
+                heapq.heapify(self._heap)
 
     def stop(self) -> None:
         with self._cond:

@@ -93,9 +93,9 @@ class Settings(BaseSettings):
         60.0,
         gt=0,
         description=(
-            "How long a Flight SQL query started by GetFlightInfo waits for the DoGet of its "
-            "ticket; then it is closed (cursor, memory and admission slot freed) and a later "
-            "DoGet runs it afresh."
+            "How long a query started by GetFlightInfo (any Flight SQL query; a plain Flight "
+            "read that streams from its first row) waits for the DoGet of its ticket; then it "
+            "is closed (cursor and memory freed) and a later DoGet runs it afresh."
         ),
     )
     token_default_ttl_s: int = Field(
