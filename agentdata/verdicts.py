@@ -101,6 +101,8 @@ class Verdicts:
             return None
         with self._lock:
             stmt = self._entries.get((scope, sql))
+            if stmt is not None:
+                self._entries.move_to_end((scope, sql))
         if stmt is not None:
             return stmt
         shape = numeric_shape(sql)
@@ -108,7 +110,15 @@ class Verdicts:
             return None
         with self._lock:
             shaped = self._entries.get((scope, _HOLE, shape))
-        return None if shaped is None else replace(shaped, sql=sql)
+            if shaped is None:
+                return None
+            self._entries.move_to_end((scope, _HOLE, shape))
+            # Kept under its own text too: the call that runs it (DoGet after
+            # GetFlightInfo) finds it without tokenizing the text again.
+            stmt = replace(shaped, sql=sql)
+            self._entries[(scope, sql)] = stmt
+            self._trim()
+        return stmt
 
     def put(self, scope: Hashable, sql: str, stmt: CheckedStatement) -> None:
         """Remember the guard's verdict `stmt` on `sql` for `scope`."""
@@ -119,5 +129,8 @@ class Verdicts:
             self._entries[(scope, sql)] = stmt
             if shape is not None:
                 self._entries[(scope, _HOLE, shape)] = stmt
-            while len(self._entries) > self.max_entries:
-                self._entries.popitem(last=False)
+            self._trim()
+
+    def _trim(self) -> None:
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)

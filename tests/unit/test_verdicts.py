@@ -144,3 +144,11 @@ def test_a_table_limited_token_is_still_refused_other_tables(engine: Engine) -> 
         engine.open_stream(
             READER, "SELECT id FROM main.visible WHERE id = $2", StreamOptions(params=[1])
         ).to_reader().read_all()
+
+
+def test_a_verdict_in_use_outlives_newer_ones() -> None:
+    v = Verdicts(max_entries=8)
+    v.put("s", "SELECT * FROM t WHERE id = 1", _read("SELECT * FROM t WHERE id = 1"))
+    for i in range(20):
+        v.put("s", f"SELECT '{i}'", _read(f"SELECT '{i}'"))
+        assert v.get("s", f"SELECT * FROM t WHERE id = {i + 2}") is not None
