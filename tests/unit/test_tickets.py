@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
-import flight_server.tickets as tickets_module
 from agentdata.errors import NotFound, PermissionDenied
 from agentdata.tokens import Principal, Role
 from flight_server.tickets import PREFIX, TicketStore
@@ -24,7 +25,7 @@ class Clock:
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     fake = Clock()
-    monkeypatch.setattr(tickets_module.time, "monotonic", fake)
+    monkeypatch.setattr(time, "monotonic", fake)
     return fake
 
 
