@@ -17,6 +17,7 @@ the consumer stops reading.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import re
@@ -491,16 +492,7 @@ class Engine:
         Empty for a statement without placeholders (and for SQL that does not parse:
         `check` reports that properly).
         """
-        try:
-            statements = duckdb.extract_statements(sql)
-        except (duckdb.Error, ValueError):
-            return []
-        if len(statements) != 1:
-            return []
-        names = list(statements[0].named_parameters)
-        if all(n.isdigit() for n in names):
-            return sorted(names, key=int)
-        return sorted(names)
+        return list(_placeholders(sql))
 
     # -- the life of one request ---------------------------------------------------
     @contextmanager
@@ -1363,6 +1355,25 @@ class Engine:
             except duckdb.Error as e:
                 log.warning("checkpoint at shutdown failed: %s", e)
             self._con.close()
+
+
+@functools.lru_cache(maxsize=1024)
+def _placeholders(sql: str) -> tuple[str, ...]:
+    # Every placeholder is written with `?` or `$`: a text with neither has none, and
+    # DuckDB's parser (which holds the GIL while it parses) need not be asked. Cached:
+    # a Flight SQL prepare asks twice, and clients re-prepare the same texts.
+    if "?" not in sql and "$" not in sql:
+        return ()
+    try:
+        statements = duckdb.extract_statements(sql)
+    except (duckdb.Error, ValueError):
+        return ()
+    if len(statements) != 1:
+        return ()
+    names = list(statements[0].named_parameters)
+    if all(n.isdigit() for n in names):
+        return tuple(sorted(names, key=int))
+    return tuple(sorted(names))
 
 
 def _schemas(cur: duckdb.DuckDBPyConnection) -> set[str]:
