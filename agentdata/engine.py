@@ -465,26 +465,49 @@ class Engine:
         names = self.parameter_names(sql)
         if not names:
             return pa.schema([])
-        types: dict[str, str] = {}
         with self._query(principal, sql, None) as (rq, cur):
             stmt = self._check_on(rq, cur, principal, sql)
-            bind = getattr(cur, "_bind", None)
-            if bind is not None:
-                with suppress(duckdb.Error, TypeError, ValueError):
-                    parameters = bind(stmt.sql, with_writes=True)[2]
-                    types = {str(n): str(t) for n, t in parameters if str(t) != "UNKNOWN"}
-            columns = [
-                f"NULL::{types[n]} AS {quote_ident(n)}"
-                if n in types
-                else f"NULL AS {quote_ident(n)}"
-                for n in names
-            ]
-            try:
-                with translate_errors():
-                    schema = cur.sql(f"SELECT {', '.join(columns)} LIMIT 0").to_arrow_table().schema
-            except AgentdataError:  # a type that does not round-trip: say nothing of any
-                schema = pa.schema([pa.field(n, pa.null()) for n in names])
-        return schema
+            return self._parameter_schema_on(cur, stmt, names)
+
+    def _parameter_schema_on(
+        self, cur: duckdb.DuckDBPyConnection, stmt: CheckedStatement, names: list[str]
+    ) -> pa.Schema:
+        types: dict[str, str] = {}
+        bind = getattr(cur, "_bind", None)
+        if bind is not None:
+            with suppress(duckdb.Error, TypeError, ValueError):
+                parameters = bind(stmt.sql, with_writes=True)[2]
+                types = {str(n): str(t) for n, t in parameters if str(t) != "UNKNOWN"}
+        if not types:
+            return pa.schema([pa.field(n, pa.null()) for n in names])
+        typed = [n for n in names if n in types]
+        try:
+            with translate_errors():
+                # Cached per list of types (agentdata.bound_schema): no query once seen.
+                converted = self._schemas.arrow(cur, typed, [types[n] for n in typed])
+        except AgentdataError:  # a type that does not round-trip: say nothing of any
+            return pa.schema([pa.field(n, pa.null()) for n in names])
+        return pa.schema(
+            [converted.field(n) if n in types else pa.field(n, pa.null()) for n in names]
+        )
+
+    @audit.audited_call(refusals_only=True)
+    def prepare(
+        self, principal: Principal, sql: str
+    ) -> tuple[CheckedStatement, pa.Schema, pa.Schema]:
+        """What a prepared statement needs, from one check on one cursor: the checked
+        statement, its result schema with every placeholder bound to NULL (a best
+        guess; see `schema_of`) and its parameters' schema (see `parameter_schema`)."""
+        names = self.parameter_names(sql)
+        nulls: list[Any] | dict[str, Any] | None = None
+        if names:
+            positional = all(n.isdigit() for n in names)
+            nulls = [None] * len(names) if positional else dict.fromkeys(names)
+        with self._query(principal, sql, None) as (rq, cur):
+            stmt = self._check_on(rq, cur, principal, sql)
+            schema = self._schema_on(cur, principal, stmt, nulls)
+            params = self._parameter_schema_on(cur, stmt, names) if names else pa.schema([])
+        return stmt, schema, params
 
     def parameter_names(self, sql: str) -> list[str]:
         """The statement's placeholders in binding order: ["1", "2"] for `?`/`$n`, else names.
@@ -601,18 +624,27 @@ class Engine:
         """
         with self._query(principal, sql, None) as (rq, cur):
             stmt = self._check_on(rq, cur, principal, sql)
-            limit = principal.max_rows + 1 if principal.max_rows is not None else None
-            self._guard_cost(principal, cur, stmt, params, limit)
-            if stmt.explain:
-                return stmt, EXPLAIN_RESULT_SCHEMA
-            if stmt.kind is Kind.WRITE:
-                return stmt, self._write_schema(principal, stmt, params)
-            key = self._cache_key(principal, stmt, params, limit)
-            cached = self.results.schema_of(key, [_ANY_TABLE]) if key is not None else None
-            if cached is not None:  # a hot query: its result, and so its schema, is at hand
-                return stmt, cached
-            with sqlguard.scrubbed(principal), translate_errors():
-                return stmt, self._schemas.of(cur, stmt.sql, params)
+            return stmt, self._schema_on(cur, principal, stmt, params)
+
+    def _schema_on(
+        self,
+        cur: duckdb.DuckDBPyConnection,
+        principal: Principal,
+        stmt: CheckedStatement,
+        params: Sequence[Any] | Mapping[str, Any] | None,
+    ) -> pa.Schema:
+        limit = principal.max_rows + 1 if principal.max_rows is not None else None
+        self._guard_cost(principal, cur, stmt, params, limit)
+        if stmt.explain:
+            return EXPLAIN_RESULT_SCHEMA
+        if stmt.kind is Kind.WRITE:
+            return self._write_schema(principal, stmt, params)
+        key = self._cache_key(principal, stmt, params, limit)
+        cached = self.results.schema_of(key, [_ANY_TABLE]) if key is not None else None
+        if cached is not None:  # a hot query: its result, and so its schema, is at hand
+            return cached
+        with sqlguard.scrubbed(principal), translate_errors():
+            return self._schemas.of(cur, stmt.sql, params)
 
     # -- reading -------------------------------------------------------------
     @audit.audited_stream(StreamOptions)

@@ -309,10 +309,9 @@ class FlightSqlService:
         names = engine.parameter_names(request.query)
         # Bound with NULLs, the statement's result schema is a best guess (the spec
         # allows that); the schema sent with each execution uses the real values.
-        stmt, schema = engine.schema_of(principal, request.query, _nulls(names))
         # Each placeholder typed as DuckDB infers it from its use (`id = ?`: the
         # column's type); the null type where the statement does not say (`SELECT ?`).
-        parameter_schema = engine.parameter_schema(principal, request.query)
+        stmt, schema, parameter_schema = engine.prepare(principal, request.query)
         ps = self.prepared.create(
             principal,
             sql=stmt.sql,
@@ -558,14 +557,6 @@ def _single(ps: PreparedStatement) -> ParamSet | None:
             "bind several sets to an update statement instead"
         )
     return ps.bound.sets()[0]
-
-
-def _nulls(names: list[str]) -> ParamSet | None:
-    if not names:
-        return None
-    if all(n.isdigit() for n in names):
-        return [None] * len(names)
-    return dict.fromkeys(names)
 
 
 def _metadata_schema(cmd: message.Message) -> pa.Schema:
