@@ -46,31 +46,25 @@ def start(
     db: str, sql: str, batch_rows: int, timeout: float = 600
 ) -> tuple[subprocess.Popen[str], int]:
     """Start the bare server in a subprocess; returns (process, port) once it listens."""
+    args = ["--db", db, "--sql", sql, "--batch-rows", str(batch_rows)]
+    return spawn("benchmarks.bare_flight", args, timeout)
+
+
+def spawn(module: str, args: list[str], timeout: float) -> tuple[subprocess.Popen[str], int]:
+    """Run `python -m module args` and wait for the `READY <port>` line it prints."""
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "benchmarks.bare_flight",
-            "--db",
-            db,
-            "--sql",
-            sql,
-            "--batch-rows",
-            str(batch_rows),
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
+        [sys.executable, "-m", module, *args], stdout=subprocess.PIPE, text=True
     )
     assert proc.stdout is not None
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         line = proc.stdout.readline()
         if not line:
-            raise RuntimeError(f"bare flight server exited with {proc.wait()}")
+            raise RuntimeError(f"{module} exited with {proc.wait()}")
         if line.startswith("READY "):
             return proc, int(line.split()[1])
     proc.kill()
-    raise RuntimeError("bare flight server did not start")
+    raise RuntimeError(f"{module} did not start")
 
 
 def main() -> int:

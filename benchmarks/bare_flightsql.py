@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import argparse
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 
 import pyarrow as pa
 import pyarrow.flight as fl
 
+from benchmarks.bare_flight import spawn
 from flight_server.flightsql.messages import pack, unpack
 from flight_server.flightsql.proto import FlightSql_pb2 as pb
 from flight_server.flightsql.sqlinfo import sql_info_batch
@@ -73,21 +72,7 @@ class BareFlightSqlServer(fl.FlightServerBase):
 
 def start(db: str, sql: str, timeout: float = 120) -> tuple[subprocess.Popen[str], int]:
     """Start the bare server in a subprocess; returns (process, port) once it listens."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "benchmarks.bare_flightsql", "--db", db, "--sql", sql],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stdout is not None
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            raise RuntimeError(f"bare Flight SQL server exited with {proc.wait()}")
-        if line.startswith("READY "):
-            return proc, int(line.split()[1])
-    proc.kill()
-    raise RuntimeError("bare Flight SQL server did not start")
+    return spawn("benchmarks.bare_flightsql", ["--db", db, "--sql", sql], timeout)
 
 
 def main() -> int:

@@ -32,6 +32,8 @@ import pyarrow as pa
 import pyarrow.flight as fl
 
 from agentdata.core import Core
+from agentdata.engine import Engine
+from agentdata.meta import MetaStore
 from agentdata.settings import Settings
 from agentdata.tokens import Principal
 from control_api import create_app
@@ -41,6 +43,23 @@ from flight_server.flightsql import FlightSqlService
 
 #: The bootstrap admin token of every in-process core.
 ADMIN = "adt_unit_" + "a" * 40
+
+
+@contextmanager
+def open_engine(directory: Path, *setup_sql: str) -> Iterator[Engine]:
+    """A bare engine (no core, no servers) on `directory`, for tests of the engine
+    alone; `setup_sql` runs first, through the writer."""
+    meta = MetaStore(directory / "meta.sqlite")
+    engine = Engine(directory / "db.duckdb", meta, memory_limit="256MB")
+    try:
+        if setup_sql:
+            with engine.writer() as cur:
+                for sql in setup_sql:
+                    cur.execute(sql)
+        yield engine
+    finally:
+        engine.close()
+        meta.close()
 
 
 def open_core(data_dir: Path, *, demo_rows: int | None = None, **settings: Any) -> Core:

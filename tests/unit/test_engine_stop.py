@@ -14,8 +14,8 @@ import pytest
 
 from agentdata.engine import Engine
 from agentdata.errors import Cancelled
-from agentdata.meta import MetaStore
 from agentdata.tokens import Principal, Role
+from tests.support.inprocess import open_engine
 
 READER = Principal("r", "reader", Role.READER)
 
@@ -25,11 +25,8 @@ SLOW_SQL = "SELECT count(*) FROM range(200000000) a, range(1000) b WHERE a.range
 
 @pytest.fixture
 def engine(tmp_path: Path) -> Iterator[Engine]:
-    meta = MetaStore(tmp_path / "meta.sqlite")
-    eng = Engine(tmp_path / "db.duckdb", meta, memory_limit="256MB")
-    yield eng
-    eng.close()
-    meta.close()
+    with open_engine(tmp_path) as eng:
+        yield eng
 
 
 def test_a_stop_before_the_query_starts_still_interrupts_it(engine: Engine) -> None:

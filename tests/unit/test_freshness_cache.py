@@ -9,8 +9,8 @@ import pytest
 
 from agentdata.engine import Engine, StreamOptions
 from agentdata.freshness import read_freshness
-from agentdata.meta import MetaStore
 from agentdata.tokens import Principal, Role
+from tests.support.inprocess import open_engine
 
 READER = Principal("r", "reader", Role.READER)
 WRITER = Principal("w", "writer", Role.WRITER)
@@ -18,12 +18,9 @@ WRITER = Principal("w", "writer", Role.WRITER)
 
 @pytest.fixture
 def engine(tmp_path: Path) -> Iterator[Engine]:
-    meta = MetaStore(tmp_path / "meta.sqlite")
-    eng = Engine(tmp_path / "db.duckdb", meta, memory_limit="256MB")
-    eng.run_write(WRITER, "CREATE TABLE main.t AS SELECT 1 AS v")
-    yield eng
-    eng.close()
-    meta.close()
+    with open_engine(tmp_path) as eng:
+        eng.run_write(WRITER, "CREATE TABLE main.t AS SELECT 1 AS v")
+        yield eng
 
 
 def _freshness(engine: Engine) -> dict[str, str | None]:

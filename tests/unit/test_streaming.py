@@ -15,9 +15,9 @@ import pytest
 
 from agentdata.engine import Engine, StreamOptions
 from agentdata.governance import Governance
-from agentdata.meta import MetaStore
 from agentdata.streaming import starts_at_once
 from agentdata.tokens import Principal, Role
+from tests.support.inprocess import open_engine
 
 TABLES = {("main", "t"), ("bench", "pk")}
 
@@ -73,14 +73,12 @@ ADMIN = Principal("a", "admin", Role.ADMIN)
 
 @pytest.fixture
 def engine(tmp_path: Path) -> Iterator[Engine]:
-    meta = MetaStore(tmp_path / "meta.sqlite")
-    eng = Engine(tmp_path / "db.duckdb", meta, memory_limit="256MB")
-    with eng.writer() as cur:
-        cur.execute("CREATE TABLE main.t AS SELECT range AS a, range % 3 AS b FROM range(10)")
-        cur.execute("CREATE VIEW main.v AS SELECT b, count(*) AS n FROM main.t GROUP BY b")
-    yield eng
-    eng.close()
-    meta.close()
+    with open_engine(
+        tmp_path,
+        "CREATE TABLE main.t AS SELECT range AS a, range % 3 AS b FROM range(10)",
+        "CREATE VIEW main.v AS SELECT b, count(*) AS n FROM main.t GROUP BY b",
+    ) as eng:
+        yield eng
 
 
 def _checked(engine: Engine, principal: Principal, sql: str) -> bool:

@@ -11,10 +11,10 @@ import pytest
 
 from agentdata.engine import Engine, StreamOptions
 from agentdata.errors import PermissionDenied, ResourceExhausted
-from agentdata.meta import MetaStore
 from agentdata.sqlguard import CheckedStatement, Kind
 from agentdata.tokens import Principal, Role
 from agentdata.verdicts import Verdicts, numeric_shape
+from tests.support.inprocess import open_engine
 
 READER = Principal("r", "reader", Role.READER)
 LIMITED = Principal("l", "limited", Role.READER, tables=("main.visible",))
@@ -99,14 +99,12 @@ def test_the_cache_is_bounded() -> None:
 # -- through the engine: what the guard would refuse stays refused -------------------
 @pytest.fixture
 def engine(tmp_path: Path) -> Iterator[Engine]:
-    meta = MetaStore(tmp_path / "meta.sqlite")
-    eng = Engine(tmp_path / "db.duckdb", meta, memory_limit="256MB")
-    with eng.writer() as cur:
-        cur.execute("CREATE TABLE main.visible AS SELECT range AS id FROM range(10)")
-        cur.execute("CREATE TABLE main.hidden AS SELECT range AS id FROM range(10)")
-    yield eng
-    eng.close()
-    meta.close()
+    with open_engine(
+        tmp_path,
+        "CREATE TABLE main.visible AS SELECT range AS id FROM range(10)",
+        "CREATE TABLE main.hidden AS SELECT range AS id FROM range(10)",
+    ) as eng:
+        yield eng
 
 
 def _rows(engine: Engine, principal: Principal, sql: str) -> list[dict[str, Any]]:
