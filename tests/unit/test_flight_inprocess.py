@@ -325,6 +325,30 @@ def test_json_command_with_truncate_ends_with_a_note(h: Harness, flight: FlightH
     assert notes == [{"truncated": True, "max_rows": 100}]
 
 
+def test_a_read_started_by_get_flight_info_keeps_max_rows_and_truncation(
+    h: Harness, flight: FlightHarness
+) -> None:
+    """The same limits whether the read is only bound by GetFlightInfo (first sight of
+    its shape) or opened there and parked (from the second on)."""
+    token = h.rest.create_token("reader", name="capped-parked", max_rows=100)["token"]
+    opts = flight.options(token)
+    for limit in (900, 901):  # the second is of a shape already checked: it is parked
+        sql = f"SELECT * FROM demo.orders WHERE id < {limit}"
+        info = flight.client.get_flight_info(cmd(sql), opts)
+        with pytest.raises(fl.FlightServerError, match=r"\[resource_exhausted\].*max_rows"):
+            flight.client.do_get(info.endpoints[0].ticket, opts).read_all()
+        command = json.dumps({"sql": sql, "truncate": True})
+        info = flight.client.get_flight_info(cmd(command), opts)
+        rows, notes = 0, []
+        for chunk in flight.client.do_get(info.endpoints[0].ticket, opts):
+            rows += chunk.data.num_rows
+            if chunk.app_metadata is not None:
+                notes.append(json.loads(chunk.app_metadata.to_pybytes()))
+        assert rows == 100
+        assert notes == [{"truncated": True, "max_rows": 100}]
+    assert h.core.engine.starts_at_once(h.core.tokens.verify(token), sql)
+
+
 @pytest.mark.parametrize(
     ("command", "match"),
     [
