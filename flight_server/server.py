@@ -185,11 +185,16 @@ class AgentdataFlightServer(fl.FlightServerBase):
                 with audit.channel("flightsql"):
                     return self.sql_service.get_flight_info(context, principal, descriptor)
             sql, truncate = _command(descriptor.command)
-            entry = self.tickets.issue(principal, sql, truncate=truncate)
             if self.engine.starts_at_once(principal, sql):
-                schema = self._start(context, principal, entry)
+                entry = self.tickets.issue(principal, sql, truncate=truncate)
+                try:
+                    schema = self._start(context, principal, entry)
+                except BaseException:
+                    self.tickets.discard(entry.ticket)  # a refused call leaves no ticket
+                    raise
             else:  # only bound here: the DoGet runs it
                 _, schema = self.engine.schema_of(principal, sql)
+                entry = self.tickets.issue(principal, sql, truncate=truncate)
             return fl.FlightInfo(schema, descriptor, [fl.FlightEndpoint(entry.ticket, [])], -1, -1)
 
     def _start(

@@ -88,6 +88,11 @@ class TicketStore:
             raise PermissionDenied("this ticket was issued to another token")
         return entry
 
+    def discard(self, ticket: bytes) -> None:
+        """Forget `ticket` (its call failed after it was issued)."""
+        with self._lock:
+            self._entries.pop(ticket, None)
+
     def _expire(self) -> None:
         # From the front until the first live one: a ticket's cost, not the store's size
         # (scanning every entry on each issue took 15% of a loaded server's GIL time).

@@ -663,3 +663,20 @@ def test_stopping_the_server_ends_the_flight_sql_threads(tmp_path: Path) -> None
             assert cur.fetchall() == [(1,)]
         assert set(flightsql_threads()) - before
     assert set(flightsql_threads()) <= before
+
+
+def test_a_refused_get_flight_info_leaves_no_ticket(
+    h: Harness, flight: FlightHarness, reader: str
+) -> None:
+    """Refused whether it would only have been bound or opened at once (a shape already
+    checked that fails as it starts): no ticket is left redeemable."""
+    tickets = flight.server.tickets
+    flight.query(reader, "SELECT id FROM demo.customers LIMIT 1")  # the shape is known
+    before = len(tickets)
+    for sql in (
+        "SELECT * FROM no_such.table_here",  # refused by the check
+        "SELECT id FROM demo.customers LIMIT 1e999",  # passes as a shape, fails to start
+    ):
+        with pytest.raises(pa.ArrowException, match=r"\[invalid_argument\]"):
+            flight.client.get_flight_info(cmd(sql), flight.options(reader))
+        assert len(tickets) == before
