@@ -9,6 +9,7 @@ process does not grow. The bound for 16 streams at once is measured in benchmark
 
 from __future__ import annotations
 
+import shutil
 import threading
 import time
 from collections.abc import Iterator
@@ -60,8 +61,9 @@ class Sampler:
 
 @pytest.fixture(scope="module")
 def big(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    root = tmp_path_factory.mktemp("memory")
     server = start_server(
-        tmp_path_factory.mktemp("memory") / "data",
+        root / "data",
         env={
             "AGENTDATA_MEMORY_LIMIT": MEMORY_LIMIT,
             "AGENTDATA_STARTED_QUERY_TTL_S": str(STARTED_TTL_S),
@@ -76,6 +78,7 @@ def big(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
         yield server
     finally:
         server.stop()
+        shutil.rmtree(root / "data", ignore_errors=True)  # half a GB: not kept to the end
 
 
 def _running(server: ServerProcess, client: fl.FlightClient) -> int:
@@ -152,7 +155,10 @@ def test_a_started_query_never_fetched_gives_its_memory_back(big: ServerProcess)
             assert _running(big, client) == 0
             assert _duckdb_memory(big) <= duck_idle + MB
             after_rounds.append(_rss(big.proc.pid))
-        growth = after_rounds[-1] - after_rounds[0]
+        # From the end of the first round: that round also warms the allocator's arenas
+        # (seen: +32 MB once, on a loaded machine). A round's two sorts hold ~64 MB, so
+        # a round that kept them would still show here twice over.
+        growth = after_rounds[-1] - after_rounds[1]
         assert growth <= 32 * MB, [r // MB for r in after_rounds]
     finally:
         client.close()

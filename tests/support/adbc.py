@@ -18,6 +18,15 @@ from contextlib import contextmanager
 from typing import Any
 
 import adbc_driver_flightsql.dbapi as flightsql
+from adbc_driver_flightsql import DatabaseOptions
+
+from tests.support.server import CALL_TIMEOUT_S
+
+TIMEOUTS = (
+    DatabaseOptions.TIMEOUT_FETCH,
+    DatabaseOptions.TIMEOUT_QUERY,
+    DatabaseOptions.TIMEOUT_UPDATE,
+)
 
 
 class AdbcConnections:
@@ -30,8 +39,11 @@ class AdbcConnections:
         self, url: str, token: str | None = None, db_kwargs: dict[str, str] | None = None
     ) -> Any:
         """A DB-API connection (autocommit: the server offers no Flight SQL transactions,
-        each statement commits), with the token as a Bearer header if given."""
-        kwargs = dict(db_kwargs or {})
+        each statement commits), with the token as a Bearer header if given. Every call
+        has a deadline (CALL_TIMEOUT_S unless `db_kwargs` says otherwise): a server that
+        stops answering fails the test instead of blocking it inside the driver."""
+        kwargs = {option.value: str(CALL_TIMEOUT_S) for option in TIMEOUTS}
+        kwargs.update(db_kwargs or {})
         if token is not None:
             kwargs["adbc.flight.sql.authorization_header"] = f"Bearer {token}"
         conn = flightsql.connect(url, db_kwargs=kwargs, autocommit=True)

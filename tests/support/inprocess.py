@@ -40,6 +40,7 @@ from control_api import create_app
 from flight_server import AgentdataFlightServer, build_flight_server
 from flight_server.auth import MIDDLEWARE_KEY, AuthMiddleware
 from flight_server.flightsql import FlightSqlService
+from tests.support.server import CALL_TIMEOUT_S
 
 #: The bootstrap admin token of every in-process core.
 ADMIN = "adt_unit_" + "a" * 40
@@ -149,7 +150,9 @@ class FlightHarness:
 
     @staticmethod
     def options(token: str) -> fl.FlightCallOptions:
-        return fl.FlightCallOptions(headers=[(b"authorization", f"Bearer {token}".encode())])
+        return fl.FlightCallOptions(
+            headers=[(b"authorization", f"Bearer {token}".encode())], timeout=CALL_TIMEOUT_S
+        )
 
     def context(self, token: str = ADMIN) -> Any:
         """A call context for calling handlers directly, as the bearer of `token`

@@ -27,6 +27,8 @@ import pyarrow.flight as fl
 
 REPO = Path(__file__).resolve().parents[2]
 
+#: The deadline of a Flight call made through `ServerProcess.options` (a whole stream's).
+CALL_TIMEOUT_S = 120.0
 #: The line `agentdata serve` logs once both servers listen (agentdata.launcher).
 READY = re.compile(rb"agentdata ready: flight=\S+://\S*:(\d+) http=\S+://\S*:(\d+)")
 
@@ -65,7 +67,9 @@ class ServerProcess:
         return fl.connect(self.flight_url)
 
     @staticmethod
-    def options(token: str, timeout: float | None = None) -> fl.FlightCallOptions:
+    def options(token: str, timeout: float = CALL_TIMEOUT_S) -> fl.FlightCallOptions:
+        """Call options bearing `token`. Every call has a deadline: a server that stops
+        answering fails the test instead of blocking it inside gRPC for ever."""
         return fl.FlightCallOptions(
             headers=[(b"authorization", f"Bearer {token}".encode())], timeout=timeout
         )
