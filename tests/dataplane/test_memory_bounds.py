@@ -2,8 +2,9 @@
 memory limit adds at most memory_limit + 64 MB + 2 batches to the server's resident
 memory (RSS sampled from /proc every 5 ms while it streams), and a query GetFlightInfo
 started but no DoGet ever fetched gives back what it held once started_query_ttl_s has
-passed: DuckDB's own memory accounting returns to idle, and round after round the
-process does not grow. The bound for 16 streams at once is measured in benchmarks/
+passed: DuckDB's own memory accounting returns to idle, no query is left running, and
+round after round the process stays within the same bound over its resident memory
+before the rounds. The bound for 16 streams at once is measured in benchmarks/
 (memory scenario), where it is not met yet.
 """
 
@@ -133,12 +134,18 @@ def test_a_started_query_never_fetched_gives_its_memory_back(big: ServerProcess)
     """Flight SQL runs a query in GetFlightInfo: here a sort of two columns of the whole
     table (tens of MB held by DuckDB). Never fetched, it is closed after
     started_query_ttl_s (4 s here): no query left running, DuckDB's memory back to
-    what it was, and rounds of it do not make the process grow (nothing kept)."""
+    what it was (its own accounting: the exact signal of what a started query kept),
+    and the process's RSS within memory_limit + 64 MB of what it was before the rounds.
+
+    RSS alone cannot say "nothing kept" round by round: freed memory goes back to the
+    system on the allocator's schedule, and RSS between rounds was seen to move by
+    110 MB either way with nothing held."""
     token = big.create_token("reader", name="never-fetches")["token"]
     client = big.flight()
     query = pb.CommandStatementQuery(query="SELECT id, f FROM main.big ORDER BY f DESC")
     try:
         duck_idle = _duckdb_memory(big)
+        rss_before = _rss(big.proc.pid)
         after_rounds = []
         for _ in range(3):
             started = time.monotonic()
@@ -155,10 +162,9 @@ def test_a_started_query_never_fetched_gives_its_memory_back(big: ServerProcess)
             assert _running(big, client) == 0
             assert _duckdb_memory(big) <= duck_idle + MB
             after_rounds.append(_rss(big.proc.pid))
-        # From the end of the first round: that round also warms the allocator's arenas
-        # (seen: +32 MB once, on a loaded machine). A round's two sorts hold ~64 MB, so
-        # a round that kept them would still show here twice over.
-        growth = after_rounds[-1] - after_rounds[1]
-        assert growth <= 32 * MB, [r // MB for r in after_rounds]
+        # A round's two sorts hold ~64 MB: three rounds that each kept them would exceed
+        # the bound (192 MB) even where the allocator has given back all it could.
+        bound = rss_before + MEMORY_LIMIT_BYTES + 64 * MB
+        assert max(after_rounds) <= bound, ([r // MB for r in after_rounds], bound // MB)
     finally:
         client.close()
