@@ -162,8 +162,8 @@ def test_a_started_query_never_fetched_gives_its_memory_back(big: ServerProcess)
             assert _running(big, client) == 0
             assert _duckdb_memory(big) <= duck_idle + MB
             after_rounds.append(_rss(big.proc.pid))
-        # A round's two sorts hold ~64 MB: three rounds that each kept them would exceed
-        # the bound (192 MB) even where the allocator has given back all it could.
+        # Kept sorts would show in DuckDB's accounting above; this catches anything else
+        # (batches held in Python, say) that grows past a memory limit over the rounds.
         bound = rss_before + MEMORY_LIMIT_BYTES + 64 * MB
         assert max(after_rounds) <= bound, ([r // MB for r in after_rounds], bound // MB)
     finally:
