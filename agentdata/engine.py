@@ -227,6 +227,9 @@ class RunningQuery:
     on_stop: list[Callable[[], None]] = field(default_factory=list)
     #: Set once the engine re-interrupts the stopped query until it ends.
     reinterrupting: bool = False
+    #: The DuckDB stream the result reads, closed with the cursor when the query ends
+    #: (a reader wrapped over it, as the results cache's recorder, does not close it).
+    source: pa.RecordBatchReader | None = None
 
     def raise_if_stopped(self) -> None:
         """Raise why the query was stopped (timeout, cancel, revocation), if it was."""
@@ -606,6 +609,11 @@ class Engine:
         self._unregister(rq)
         if rq.release is not None:
             rq.release()
+        # The stream first: while it is open, its cursor's READ ONLY transaction stays
+        # active, and a CHECKPOINT is refused until it ends.
+        if rq.source is not None:
+            with suppress(Exception):
+                rq.source.close()
         with suppress(Exception):
             rq.cursor.close()
 
@@ -691,6 +699,7 @@ class Engine:
                         reader = arrow_stream(
                             cur, stmt.sql, options.params, batch_rows=self.batch_rows, limit=limit
                         )
+                    rq.source = reader
                     if cache_key is not None:
                         reader = self._recording(reader, cache_key, rq.versions)
                 metadata = {

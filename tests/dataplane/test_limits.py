@@ -211,3 +211,26 @@ def test_enum_results_keep_error_codes_mid_stream(server: ServerProcess) -> None
     assert first.column("c").type == pa.dictionary(pa.uint8(), pa.string())
     with pytest.raises(fl.FlightTimedOutError, match=r"\[deadline_exceeded\]"):
         _drain(reader)
+
+
+def test_streams_stopped_by_their_timeout_leave_no_transaction_open(tmp_path) -> None:
+    """A DoGet ended by its token's timeout mid-stream closes its DuckDB stream with its
+    cursor: after a write, the server still checkpoints at shutdown. (Closing only the
+    reader wrapped over it, the results cache's recorder, left the stream and its READ
+    ONLY transaction open: every CHECKPOINT after was refused, at shutdown too.)"""
+    from tests.support.server import start_server
+
+    srv = start_server(tmp_path / "data", env={"AGENTDATA_DEMO": "false"})
+    try:
+        created = srv.create_token("reader", name="impatient-twice", timeout_s=0.5)
+        client = srv.flight()
+        opts = srv.options(created["token"])
+        for _ in range(2):
+            info = client.get_flight_info(fl.FlightDescriptor.for_command(LONG_SCAN), opts)
+            with pytest.raises(fl.FlightTimedOutError, match=r"\[deadline_exceeded\]"):
+                _drain(client.do_get(info.endpoints[0].ticket, opts))
+        srv.execute(srv.admin_token, "CREATE TABLE main.after_timeouts AS SELECT 1 AS x")
+        client.close()
+    finally:
+        assert srv.stop() == 0
+    assert "checkpoint at shutdown failed" not in srv.log()
