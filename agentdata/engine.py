@@ -227,6 +227,10 @@ class RunningQuery:
     on_stop: list[Callable[[], None]] = field(default_factory=list)
     #: Set once the engine re-interrupts the stopped query until it ends.
     reinterrupting: bool = False
+    #: The query's time limit, and the watchdog handle that enforces it (None while the
+    #: query waits parked for its consumer: its clock runs only while it can work).
+    timeout_s: float = 0.0
+    timeout_timer: int | None = None
     #: The DuckDB stream the result reads, closed with the cursor when the query ends
     #: (a reader wrapped over it, as the results cache's recorder, does not close it).
     source: pa.RecordBatchReader | None = None
@@ -565,15 +569,10 @@ class Engine:
             cursor=cur,
             is_admin=principal.is_admin,
         )
-        timeout = self.query_timeout_s
+        rq.timeout_s = self.query_timeout_s
         if principal.timeout_s:
-            timeout = min(timeout, principal.timeout_s)
-        rq.timers.append(
-            self._watchdog.schedule(
-                timeout,
-                lambda: rq.stop(DeadlineExceeded(f"query exceeded its {timeout:g}s timeout")),
-            )
-        )
+            rq.timeout_s = min(rq.timeout_s, principal.timeout_s)
+        self._arm_timeout(rq)
         if principal.expires_at is not None:
             # An expired token's work stops with it, mid-stream included.
             rq.timers.append(
@@ -585,6 +584,13 @@ class Engine:
         rq.on_stop.append(lambda: self._keep_interrupting(rq))
         self._register(rq)
         return rq
+
+    def _arm_timeout(self, rq: RunningQuery) -> None:
+        timeout = rq.timeout_s
+        rq.timeout_timer = self._watchdog.schedule(
+            timeout, lambda: rq.stop(DeadlineExceeded(f"query exceeded its {timeout:g}s timeout"))
+        )
+        rq.timers.append(rq.timeout_timer)
 
     def _keep_interrupting(self, rq: RunningQuery, every_s: float = 0.05) -> None:
         """Interrupt a stopped query again until it ends: DuckDB drops an interrupt that
@@ -918,22 +924,34 @@ class Engine:
         return True
 
     def park(self, query_id: str) -> None:
-        """A stream opened ahead of its consumer (a read that `starts_at_once`) waits
-        to be fetched: it gives its admission slots back meanwhile, since it does no
-        work until read, so a client that never fetches cannot lock its token out."""
+        """A stream opened ahead of its consumer waits to be fetched (a GetFlightInfo that
+        started its query). Meanwhile it gives its admission slots back, so a client that
+        never fetches cannot lock its token out, and its timeout stops counting (it starts
+        again, whole, at `unpark`), so a client slow to fetch is not timed out for the
+        time it took. A token's expiry still stops it."""
         with self._running_lock:
             rq = self._running.get(query_id)
-        if rq is not None and rq.release is not None:
+        if rq is None:
+            return
+        if rq.timeout_timer is not None:
+            self._watchdog.cancel(rq.timeout_timer)
+            rq.timeout_timer = None
+        if rq.release is not None:
             release, rq.release = rq.release, None
             release()
 
     def unpark(self, principal: Principal, query_id: str) -> None:
         """A parked stream is about to be read: it takes admission slots again
-        (ResourceExhausted when its token is at its limit, as for a new query)."""
+        (ResourceExhausted when its token is at its limit, as for a new query), and its
+        timeout counts from now."""
         with self._running_lock:
             rq = self._running.get(query_id)
-        if rq is not None and rq.release is None and self.admission is not None:
+        if rq is None:
+            return
+        if rq.release is None and self.admission is not None:
             rq.release = self.admission.admit(principal)
+        if rq.timeout_timer is None and rq.stop_reason is None:
+            self._arm_timeout(rq)
 
     def running_count(self) -> int:
         with self._running_lock:

@@ -220,6 +220,11 @@ class FlightSqlService:
         started = self.started.take(handle)
         if started is not None:
             stream = started.stream
+            try:
+                self.engine.unpark(principal, entry.query_id)
+            except BaseException:
+                stream.close()
+                raise
             started.options.is_cancelled = context.is_cancelled
         else:  # never started here, or left unfetched too long: run it now
             options = StreamOptions(
@@ -350,6 +355,9 @@ class FlightSqlService:
             )
         # This call's context dies with it; the DoGet that fetches the stream brings its own.
         options.is_cancelled = None
+        # Parked until fetched: a client that executes and never fetches (a DB-API cursor
+        # that runs another statement) must not keep its token's admission slot.
+        self.engine.park(entry.query_id)
         self.started.put(entry.ticket, StartedQuery(stream, options, principal.token_id))
         return stream.schema, entry
 

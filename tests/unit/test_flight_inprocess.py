@@ -223,6 +223,43 @@ def test_a_started_read_waiting_for_its_do_get_holds_no_admission_slot(
     assert [t["id"][0].as_py() for t in got] == [2, 3, 4]
 
 
+def test_a_started_reads_timeout_counts_from_its_do_get(h: Harness, flight: FlightHarness) -> None:
+    """A parked read does no work, so its token's timeout does not run while it waits:
+    fetched after more than the timeout, it streams (a slow client is not timed out for
+    the time it took to come back)."""
+    token = h.rest.create_token("reader", name="slow-to-fetch", timeout_s=0.3)["token"]
+    sql = "SELECT id FROM demo.customers WHERE id = {}"
+    flight.query(token, sql.format(1))  # the shape is checked: the next one starts at once
+    before = len(flight.server.started)
+    info = flight.client.get_flight_info(cmd(sql.format(2)), flight.options(token))
+    assert len(flight.server.started) == before + 1
+    time.sleep(0.8)  # the client is slow: longer than the token's timeout
+    table = flight.client.do_get(info.endpoints[0].ticket, flight.options(token)).read_all()
+    assert table["id"].to_pylist() == [2]
+
+
+def test_a_flight_sql_statement_executed_and_not_fetched_holds_no_admission_slot(
+    h: Harness, flight: FlightHarness
+) -> None:
+    """Flight SQL runs a statement in GetFlightInfo, then parks it for its DoGet: a token
+    with max_concurrent 1 may execute a second statement before fetching the first (as
+    a DB-API cursor that runs another statement does), and each DoGet takes the slot."""
+    token = h.rest.create_token("reader", name="executes-ahead", max_concurrent=1)["token"]
+    infos = [
+        flight.client.get_flight_info(
+            fl.FlightDescriptor.for_command(
+                pack(pb.CommandStatementQuery(query=f"SELECT count(*) + {i} AS n FROM demo.orders"))
+            ),
+            flight.options(token),
+        )
+        for i in (0, 1)
+    ]
+    got = [
+        flight.client.do_get(i.endpoints[0].ticket, flight.options(token)).read_all() for i in infos
+    ]
+    assert [t["n"][0].as_py() for t in got] == [DEMO_ROWS, DEMO_ROWS + 1]
+
+
 def test_cancelling_a_started_read_by_its_ticket_ends_its_do_get(
     flight: FlightHarness, reader: str
 ) -> None:
