@@ -1413,7 +1413,21 @@ class Engine:
                 self._con.execute("CHECKPOINT")
             except duckdb.Error as e:
                 log.warning("checkpoint at shutdown failed: %s", e)
-            self._con.close()
+            self._close_connection()
+
+    def _close_connection(self, wait_s: float = 5.0) -> None:
+        # DuckDB refuses to close while a cursor made from this connection is inside a
+        # call (a request thread whose query was just interrupted, on its way out): try
+        # again until the calls are over, rather than leave the database open.
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                self._con.close()
+                return
+            except duckdb.ResourceInUseException:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.01)
 
 
 @functools.lru_cache(maxsize=1024)

@@ -109,7 +109,9 @@ class ReadCursors:
                     return
             try:
                 cur = self.begin()
-            except duckdb.Error as e:  # the database is closing, or broken: requests will say
+            # Any failure (the database closing under it, or broken): requests will say,
+            # and a refiller that died of it would stop the pool for good.
+            except Exception as e:
                 log.debug("read cursor not made: %s", e)
                 with self._cond:
                     self._cond.wait(0.5)

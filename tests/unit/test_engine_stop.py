@@ -64,3 +64,32 @@ def test_interrupting_stops_once_the_query_has_ended(engine: Engine) -> None:
     while engine._watchdog._callbacks and time.monotonic() < deadline:
         time.sleep(0.01)
     assert engine._watchdog._callbacks == {}
+
+
+class _BusyOnce:
+    """The engine's connection, refusing its first close as DuckDB does while a cursor
+    made from it is still inside a call."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
+        self.con = con
+        self.closes = 0
+
+    def close(self) -> None:
+        self.closes += 1
+        if self.closes == 1:
+            raise duckdb.ResourceInUseException("a cursor is still in a call")
+        self.con.close()
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.con, name)
+
+
+def test_close_waits_for_cursors_still_in_a_call(engine: Engine) -> None:
+    """Closing while a request thread is on its way out of an interrupted call: DuckDB
+    refuses once; the engine tries again instead of leaving the database open."""
+    busy = _BusyOnce(engine._con)
+    engine._con = busy  # type: ignore[assignment]
+    engine.close()
+    assert busy.closes == 2
+    with pytest.raises(duckdb.ConnectionException):
+        busy.con.execute("SELECT 1")

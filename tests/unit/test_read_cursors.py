@@ -88,3 +88,26 @@ def test_close_closes_the_ready_cursors_and_ends_the_refiller(
     for cur in ready:
         with pytest.raises(duckdb.Error):
             cur.execute("SELECT 1")
+
+
+def test_the_refiller_outlives_a_failure_that_is_not_duckdbs(
+    con: duckdb.DuckDBPyConnection,
+) -> None:
+    """The engine's cursor factory raises its own errors (Unavailable while closing): the
+    refiller backs off and goes on, instead of dying (which also failed whatever test was
+    running, as an unhandled thread exception)."""
+    calls = [0]
+
+    def open_cursor() -> duckdb.DuckDBPyConnection:
+        calls[0] += 1
+        if calls[0] == 2:  # the refiller's first
+            raise RuntimeError("the engine is closing")
+        return con.cursor()
+
+    pool = ReadCursors(open_cursor, size=2)
+    try:
+        pool.take().close()  # made now; the refiller starts, fails once, then fills
+        assert _ready_count(pool, 2) == 2
+        assert calls[0] == 4
+    finally:
+        pool.close()
