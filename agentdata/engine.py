@@ -204,10 +204,16 @@ class TableInfo:
         return freshness_entry(self.last_modified, self.last_synced, self.source_snapshot)
 
 
+#: Keys of query executions (RunningQuery.key), unique for the life of the process.
+_EXECUTIONS = itertools.count()
+
+
 @dataclass
 class RunningQuery:
     """A query in flight: who owns it, and how to stop it."""
 
+    #: The id clients name it by (a ticket's). Two executions of one ticket (two DoGets)
+    #: share it; the engine tells them apart by `key`.
     query_id: str
     token_id: str
     sql: str
@@ -234,6 +240,8 @@ class RunningQuery:
     #: The DuckDB stream the result reads, closed with the cursor when the query ends
     #: (a reader wrapped over it, as the results cache's recorder, does not close it).
     source: pa.RecordBatchReader | None = None
+    #: This execution's own key in the engine's registry.
+    key: int = field(default_factory=lambda: next(_EXECUTIONS))
 
     def raise_if_stopped(self) -> None:
         """Raise why the query was stopped (timeout, cancel, revocation), if it was."""
@@ -264,6 +272,9 @@ class ResultStream:
     schema: pa.Schema
     batches: Iterator[pa.RecordBatch]
     query_id: str | None = None
+    #: The execution behind a read's stream (for `Engine.park`/`unpark`); None when the
+    #: result is already complete (a write's).
+    running: RunningQuery | None = field(default=None, repr=False)
 
     def __iter__(self) -> Iterator[pa.RecordBatch]:
         return self.batches
@@ -358,7 +369,8 @@ class Engine:
         self._write_lock = threading.Lock()
         #: READ ONLY cursors begun ahead of the requests that take them.
         self._read_cursors = ReadCursors(self.cursor)
-        self._running: dict[str, RunningQuery] = {}
+        #: Executions in flight, by their own key (see RunningQuery.key).
+        self._running: dict[int, RunningQuery] = {}
         self._running_lock = threading.Lock()
         self._watchdog = Watchdog()
         self._closed = False
@@ -599,7 +611,7 @@ class Engine:
 
         def again() -> None:
             with self._running_lock:
-                running = self._running.get(rq.query_id) is rq
+                running = rq.key in self._running
             if running:
                 with suppress(duckdb.Error):
                     rq.cursor.interrupt()
@@ -695,7 +707,7 @@ class Engine:
                     batches = self._batches(rq, federated, max_rows, options, prefetch=True)
                     if principal.governance is not None:
                         batches = governance.redacting_errors(batches)
-                    return ResultStream(federated.schema, batches, rq.query_id)
+                    return ResultStream(federated.schema, batches, rq.query_id, rq)
                 cache_key = self._cache_key(principal, stmt, options.params, limit)
                 cached = self.results.get(cache_key, [_ANY_TABLE]) if cache_key else None
                 if cached is not None:
@@ -723,7 +735,7 @@ class Engine:
                 if principal.governance is not None:
                     # Rows outside the filter or under a mask must not surface in errors.
                     batches = governance.redacting_errors(batches)
-                return ResultStream(schema, batches, rq.query_id)
+                return ResultStream(schema, batches, rq.query_id, rq)
         # A write: runs under the serialized writer, not on the read-only cursor.
         if stmt.explain:
             table = self._explain_write(stmt).replace_schema_metadata(_DUCKDB_RAN)
@@ -905,32 +917,32 @@ class Engine:
     # -- running queries -----------------------------------------------------
     def _register(self, rq: RunningQuery) -> None:
         with self._running_lock:
-            self._running[rq.query_id] = rq
+            self._running[rq.key] = rq
 
     def _unregister(self, rq: RunningQuery) -> None:
         with self._running_lock:
-            if self._running.get(rq.query_id) is rq:
-                del self._running[rq.query_id]
+            self._running.pop(rq.key, None)
 
     def cancel(self, principal: Principal, query_id: str) -> bool:
-        """Cancel a running query owned by `principal` (admins may cancel any)."""
+        """Cancel a running query owned by `principal` (admins may cancel any): every
+        execution of it, when its ticket is being fetched more than once."""
         with self._running_lock:
-            rq = self._running.get(query_id)
-        if rq is None:
+            found = [rq for rq in self._running.values() if rq.query_id == query_id]
+        if not found:
             return False
-        if rq.token_id != principal.token_id and not principal.is_admin:
+        if not principal.is_admin and any(rq.token_id != principal.token_id for rq in found):
             raise PermissionDenied("that query belongs to another token")
-        rq.stop(Cancelled("query cancelled by request"))
+        for rq in found:
+            rq.stop(Cancelled("query cancelled by request"))
         return True
 
-    def park(self, query_id: str) -> None:
+    def park(self, stream: ResultStream) -> None:
         """A stream opened ahead of its consumer waits to be fetched (a GetFlightInfo that
         started its query). Meanwhile it gives its admission slots back, so a client that
         never fetches cannot lock its token out, and its timeout stops counting (it starts
         again, whole, at `unpark`), so a client slow to fetch is not timed out for the
         time it took. A token's expiry still stops it."""
-        with self._running_lock:
-            rq = self._running.get(query_id)
+        rq = stream.running
         if rq is None:
             return
         if rq.timeout_timer is not None:
@@ -940,14 +952,13 @@ class Engine:
             release, rq.release = rq.release, None
             release()
 
-    def unpark(self, principal: Principal, query_id: str) -> None:
+    def unpark(self, principal: Principal, stream: ResultStream) -> None:
         """A parked stream is about to be read: it takes admission slots again
         (ResourceExhausted when its token is at its limit, as for a new query), and its
         timeout counts from now."""
-        with self._running_lock:
-            rq = self._running.get(query_id)
-        if rq is None:
-            return
+        rq = stream.running
+        if rq is None or rq.key not in self._running:
+            return  # ended while parked (stopped, or the server is closing)
         if rq.release is None and self.admission is not None:
             rq.release = self.admission.admit(principal)
         if rq.timeout_timer is None and rq.stop_reason is None:

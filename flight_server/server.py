@@ -209,7 +209,7 @@ class AgentdataFlightServer(fl.FlightServerBase):
         )
         # This call's context dies with it; the DoGet that fetches the stream brings its own.
         options.is_cancelled = None
-        self.engine.park(entry.query_id)
+        self.engine.park(stream)
         self.started.put(entry.ticket, StartedQuery(stream, options, principal.token_id))
         return stream.schema
 
@@ -263,7 +263,7 @@ class AgentdataFlightServer(fl.FlightServerBase):
             if started is not None:
                 stream, options = started.stream, started.options
                 try:
-                    self.engine.unpark(principal, entry.query_id)
+                    self.engine.unpark(principal, stream)
                 except BaseException:
                     stream.close()
                     raise

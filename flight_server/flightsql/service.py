@@ -221,7 +221,7 @@ class FlightSqlService:
         if started is not None:
             stream = started.stream
             try:
-                self.engine.unpark(principal, entry.query_id)
+                self.engine.unpark(principal, stream)
             except BaseException:
                 stream.close()
                 raise
@@ -357,7 +357,7 @@ class FlightSqlService:
         options.is_cancelled = None
         # Parked until fetched: a client that executes and never fetches (a DB-API cursor
         # that runs another statement) must not keep its token's admission slot.
-        self.engine.park(entry.query_id)
+        self.engine.park(stream)
         self.started.put(entry.ticket, StartedQuery(stream, options, principal.token_id))
         return stream.schema, entry
 

@@ -260,6 +260,35 @@ def test_a_flight_sql_statement_executed_and_not_fetched_holds_no_admission_slot
     assert [t["n"][0].as_py() for t in got] == [DEMO_ROWS, DEMO_ROWS + 1]
 
 
+def test_a_ticket_fetched_twice_at_once_is_two_executions_one_cancel_stops(
+    h: Harness, flight: FlightHarness, reader: str
+) -> None:
+    """Two DoGets of one ticket run it twice under its one query id: both are counted,
+    and cancelling the ticket stops both (the second used to replace the first in the
+    engine's registry, which then ran on out of reach of cancel and shutdown)."""
+    engine = h.core.engine
+    idle = engine.running_count()
+    endless = "SELECT a.range AS x, b.range AS y FROM range(1000000) a, range(1000000) b"
+    ticket = flight.client.get_flight_info(cmd(endless), flight.options(reader)).endpoints[0]
+    streams = [flight.client.do_get(ticket.ticket, flight.options(reader)) for _ in range(2)]
+    for stream in streams:
+        assert stream.read_chunk().data.num_rows > 0
+    assert engine.running_count() == idle + 2
+    result = list(
+        flight.client.do_action(fl.Action("cancel", ticket.ticket.ticket), flight.options(reader))
+    )
+    assert json.loads(result[0].body.to_pybytes()) == {"cancelled": True}
+    for stream in streams:
+        # Chunk by chunk: read_all turns CANCELLED into KeyboardInterrupt in pyarrow.
+        with pytest.raises(fl.FlightCancelledError, match=r"\[cancelled\]"):
+            while True:
+                stream.read_chunk()
+    deadline = time.monotonic() + 30
+    while engine.running_count() > idle and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert engine.running_count() == idle
+
+
 def test_cancelling_a_started_read_by_its_ticket_ends_its_do_get(
     flight: FlightHarness, reader: str
 ) -> None:
