@@ -240,6 +240,8 @@ class RunningQuery:
     #: The DuckDB stream the result reads, closed with the cursor when the query ends
     #: (a reader wrapped over it, as the results cache's recorder, does not close it).
     source: pa.RecordBatchReader | None = None
+    #: Waiting for its consumer (Engine.park): nothing of it runs until then.
+    parked: bool = False
     #: This execution's own key in the engine's registry.
     key: int = field(default_factory=lambda: next(_EXECUTIONS))
 
@@ -612,10 +614,16 @@ class Engine:
         def again() -> None:
             with self._running_lock:
                 running = rq.key in self._running
-            if running:
-                with suppress(duckdb.Error):
-                    rq.cursor.interrupt()
-                rq.timers.append(self._watchdog.schedule(every_s, again))
+            if not running:
+                return
+            if rq.parked:
+                # Nothing runs until its DoGet, whose stream raises the stop reason
+                # before it reads a batch: no interrupt to repeat meanwhile.
+                rq.reinterrupting = False
+                return
+            with suppress(duckdb.Error):
+                rq.cursor.interrupt()
+            rq.timers.append(self._watchdog.schedule(every_s, again))
 
         if not rq.reinterrupting:
             rq.reinterrupting = True
@@ -945,6 +953,7 @@ class Engine:
         rq = stream.running
         if rq is None:
             return
+        rq.parked = True
         if rq.timeout_timer is not None:
             self._watchdog.cancel(rq.timeout_timer)
             rq.timeout_timer = None
@@ -959,6 +968,7 @@ class Engine:
         rq = stream.running
         if rq is None or rq.key not in self._running:
             return  # ended while parked (stopped, or the server is closing)
+        rq.parked = False
         if rq.release is None and self.admission is not None:
             rq.release = self.admission.admit(principal)
         if rq.timeout_timer is None and rq.stop_reason is None:

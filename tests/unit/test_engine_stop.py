@@ -66,6 +66,25 @@ def test_interrupting_stops_once_the_query_has_ended(engine: Engine) -> None:
     assert engine._watchdog._callbacks == {}
 
 
+def test_a_stopped_parked_stream_is_not_interrupted_again_and_again(engine: Engine) -> None:
+    """Cancelled while it waits for its DoGet, a parked stream runs nothing: the engine
+    does not keep interrupting it (it did, every 50 ms, until the DoGet or the TTL);
+    the DoGet then ends at once with the reason."""
+    stream = engine.open_stream(READER, "SELECT * FROM range(1000)")
+    engine.park(stream)
+    assert stream.query_id is not None
+    assert engine.cancel(READER, stream.query_id)
+    # Nothing left scheduled once the chain sees it parked: no timeout, no re-interrupt.
+    deadline = time.monotonic() + 10
+    while engine._watchdog._callbacks and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert engine._watchdog._callbacks == {}
+    engine.unpark(READER, stream)
+    with pytest.raises(Cancelled):
+        next(iter(stream))
+    assert engine.running_count() == 0
+
+
 class _BusyOnce:
     """The engine's connection, refusing its first close as DuckDB does while a cursor
     made from it is still inside a call."""
